@@ -28,12 +28,13 @@ def check_tensor(x: torch.Tensor, name: str, ndim: int, owner: str, layout: str)
 
 
 def check_labels(labels: torch.Tensor, n: int, owner: str, name: str = "labels",
-                 num_classes: int | None = None, min_value: int | None = 0) -> None:
+                 num_classes: int | None = None, min_value: int | None = 0, check_range: bool = True) -> None:
     """Raise unless ``labels`` is an integer tensor of shape ``[n]`` with values in range.
 
     Values must lie in ``[min_value, num_classes)`` (no bound where that argument is None).
     Checking the range costs one device sync; it turns an index error deep inside a CUDA kernel
-    into a message naming the bad label.
+    into a message naming the bad label. ``check_range=False`` checks only type and shape (the
+    caller then calls ``check_label_range`` itself, e.g. to share one sync between tensors).
     """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor of shape [{n}], got {type(labels).__name__}")
@@ -41,10 +42,14 @@ def check_labels(labels: torch.Tensor, n: int, owner: str, name: str = "labels",
         raise TypeError(f"{owner}: {name} must be an integer tensor, got dtype {labels.dtype}")
     if labels.shape != (n,):
         raise ValueError(f"{owner}: {name} must have shape [{n}], got {tuple(labels.shape)}")
-    if n == 0 or (min_value is None and num_classes is None):
-        return
-    lo, hi = torch.aminmax(labels)
-    lo, hi = int(lo), int(hi)
+    if check_range and n > 0 and (min_value is not None or num_classes is not None):
+        lo, hi = torch.aminmax(labels)
+        check_label_range(int(lo), int(hi), owner, name, num_classes, min_value)
+
+
+def check_label_range(lo: int, hi: int, owner: str, name: str, num_classes: int | None = None,
+                      min_value: int | None = 0) -> None:
+    """Raise unless the smallest label ``lo`` and the largest ``hi`` lie in ``[min_value, num_classes)``."""
     if min_value is not None and lo < min_value:
         raise ValueError(f"{owner}: {name} must be >= {min_value}, got label {lo}")
     if num_classes is not None and hi >= num_classes:

@@ -16,51 +16,57 @@ class _BCLFunction(torch.autograd.Function):
     ``[N, C]``).
 
     Every column weight of the class-averaged denominator is folded into the logits as an additive
-    log-weight, so the denominator is a plain logsumexp and ``dL_i/dx_ij = softmax_ij -
-    [j in P_i]/|P_i|``. Nothing of size ``[N, C]`` is built besides the logits themselves
-    (no one-hot), and the backward needs three matmuls (the symmetric view block takes one).
+    log-weight (``x_ij = s_ij + log w_ij``), so the denominator is a plain logsumexp and
+    ``dL_i/dx_ij = softmax_ij - [j in P_i]/|P_i|``. Nothing of size ``[N, C]`` is built besides
+    the logits themselves (no one-hot): class counts come from ``index_add_``, the own-prototype
+    entries are touched through ``(row, y_i)`` indices. The logits are exponentiated in place and
+    kept for the backward, which rescales them and needs three matmuls (the symmetric view block
+    takes one).
     """
 
     @staticmethod
     def forward(ctx, z, prototypes, y, temperature):  # noqa: D401
         n, c = z.shape[0], prototypes.shape[0]
-        # n_c: views of class c in the batch (prototypes not counted), no one-hot.
-        counts = torch.zeros(c, dtype=z.dtype, device=z.device).index_add_(0, y, torch.ones_like(y, dtype=z.dtype))
+        inv_t = 1.0 / temperature
+        # n_c: views of class c in the batch (prototypes not counted).
+        counts = torch.zeros(c, dtype=z.dtype, device=z.device).index_add_(0, y, z.new_ones(n))  # [C]
         n_y = counts[y]  # [N], >= 1 (the anchor itself)
-        # |A_c(i)| = n_c + 1 (views + prototype) for c != y_i, and n_{y_i} for c = y_i (i excluded).
-        log_w_other = -(counts + 1).log()  # [C]
-        log_w_same = -n_y.log()  # [N]
-        same_fix = log_w_same - log_w_other[y]  # [N], turns an other-class weight into the own-class one
-        zt = z / temperature  # [N, D]
+        # |A_c(i)| = n_c + 1 (views + prototype) for c != y_i, and n_{y_i} for c = y_i (i excluded):
+        # column log-weight -log(n_c + 1), plus log((n+1)/n) on the anchor's own class.
+        log_w_other = torch.log1p(counts).neg_()  # [C]
+        same_fix = torch.log1p(n_y.reciprocal())  # [N]
 
-        same = y[:, None] == y[None, :]  # [N, N]
-        same.fill_diagonal_(False)  # P_i among the views: same class, not i itself
-        x_v = torch.addmm(log_w_other[y], zt, z.T)  # [N, D] @ [D, N] -> [N, N], + column log-weight
-        x_v.add_(same * same_fix[:, None])
+        same = (y[:, None] == y[None, :]).to(z.dtype)  # [N, N]
+        same.fill_diagonal_(0.0)  # P_i among the views: same class, not i itself
+        x_v = torch.addmm(log_w_other[y], z, z.T, alpha=inv_t)  # [N, D] @ [D, N] -> [N, N]
+        x_v.addcmul_(same, same_fix[:, None])
+        pos_sum = (x_v * same).sum(dim=1)  # [N] other same-class views (diagonal still finite)
         x_v.fill_diagonal_(float("-inf"))  # i is not in A(i)
         rows = torch.arange(n, device=z.device)
-        x_p = torch.addmm(log_w_other, zt, prototypes.T)  # [N, D] @ [D, C] -> [N, C]
+        x_p = torch.addmm(log_w_other, z, prototypes.T, alpha=inv_t)  # [N, D] @ [D, C] -> [N, C]
         x_p.index_put_((rows, y), same_fix, accumulate=True)  # own prototype: own-class weight
+        pos_sum += x_p[rows, y]
 
-        # log sum_c 1/|A_c(i)| sum_{j in A_c(i)} exp(s_ij); logsumexp shifts by the row max.
-        log_denom = torch.logaddexp(x_v.logsumexp(dim=1), x_p.logsumexp(dim=1))  # [N]
-        # Positives are the n_{y_i} - 1 other same-class views and prototype y_i: |P_i| = n_{y_i}.
-        # Their logits carry the offset log_w_same, removed again here.
-        pos_sum = torch.where(same, x_v, 0.0).sum(dim=1) + x_p[rows, y]  # [N]
-        per_anchor = log_denom - pos_sum / n_y + log_w_same
-        ctx.save_for_backward(z, prototypes, y, x_v, x_p, log_denom, same, n_y)
+        # log sum_c 1/|A_c(i)| sum_{j in A_c(i)} exp(s_ij), shifted by the row max.
+        row_max = torch.maximum(x_v.amax(dim=1), x_p.amax(dim=1))  # [N]
+        e_v = x_v.sub_(row_max[:, None]).exp_()  # in place: [N, N]
+        e_p = x_p.sub_(row_max[:, None]).exp_()  # in place: [N, C]
+        denom = e_v.sum(dim=1) + e_p.sum(dim=1)  # [N]
+        # Positives: the n_{y_i} - 1 other same-class views and prototype y_i, |P_i| = n_{y_i};
+        # their logits carry the offset log w = -log n_{y_i}, removed again by the last term.
+        per_anchor = denom.log() + row_max - pos_sum / n_y - n_y.log()
+        ctx.save_for_backward(z, prototypes, y, e_v, e_p, denom, same, n_y)
         ctx.temperature = temperature
         return per_anchor.mean()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        z, prototypes, y, x_v, x_p, log_denom, same, n_y = ctx.saved_tensors
+        z, prototypes, y, e_v, e_p, denom, same, n_y = ctx.saved_tensors
         n = z.shape[0]
-        inv_pos = 1.0 / n_y  # [N]
-        g_v = (x_v - log_denom[:, None]).exp_()  # [N, N] softmax (0 on the diagonal)
-        g_v.sub_(same * inv_pos[:, None])
-        g_p = (x_p - log_denom[:, None]).exp_()  # [N, C]
+        inv_denom, inv_pos = denom.reciprocal()[:, None], n_y.reciprocal()  # [N, 1], [N]
+        g_v = (e_v * inv_denom).addcmul_(same, inv_pos[:, None], value=-1.0)  # [N, N]
+        g_p = e_p * inv_denom  # [N, C]
         g_p.index_put_((torch.arange(n, device=z.device), y), -inv_pos, accumulate=True)
         scale = grad_out / (n * ctx.temperature)
         grad_z = grad_p = None
@@ -127,6 +133,8 @@ class BCLLoss(nn.Module):
                              f"{self.num_classes}")
         if prototypes.shape[1] != d:
             raise ValueError(f"{owner}: prototype dim {prototypes.shape[1]} does not match feature dim {d}")
+        if b == 0:
+            raise ValueError(f"{owner}: empty batch (features has 0 rows)")
         check_labels(labels, b, owner, num_classes=self.num_classes)
         dtype = compute_dtype(features, prototypes)
         z = features.reshape(b * v, d).to(dtype)  # row b*V + v: image b, view v

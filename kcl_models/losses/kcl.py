@@ -5,9 +5,46 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_labels, check_temperature, check_tensor, compute_dtype
+from ._checks import check_label_range, check_labels, check_temperature, check_tensor, compute_dtype
 
 __all__ = ["KCLLoss", "draw_queue_positives"]
+
+
+def _class_segments(labels: torch.Tensor, queue_labels: torch.Tensor):
+    """Sort the queue by label so each class is one contiguous segment (no device sync).
+
+    Returns ``order [K]`` (queue index of each sorted slot), ``start [B]`` (first sorted slot of
+    each anchor's class) and ``count [B]`` (``n_c``, the queue entries of the anchor's class).
+    """
+    sorted_labels, order = torch.sort(queue_labels, stable=True)  # [K]
+    labels = labels.to(dtype=sorted_labels.dtype)
+    start = torch.searchsorted(sorted_labels, labels)  # [B]
+    count = torch.searchsorted(sorted_labels, labels, right=True) - start  # [B]
+    return order, start, count
+
+
+def _draw(order: torch.Tensor, start: torch.Tensor, count: torch.Tensor, width: int, k: int | None,
+          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``k`` slots of each anchor's segment, uniformly without replacement; see
+    ``draw_queue_positives``. ``width`` is ``count.max()`` (known to the caller)."""
+    b, device = start.shape[0], start.device
+    if width == 0:
+        empty = torch.zeros(b, 0, dtype=torch.long, device=device)
+        return empty, empty.bool()
+    slots = torch.arange(width, device=device)  # [W]
+    in_class = slots[None, :] < count[:, None]  # [B, W]
+    if k is None or k >= width:
+        offset, valid = slots.expand(b, width), in_class
+    else:
+        # iid uniform scores; the top-k of those inside the segment is a uniform k-subset.
+        # Drawn on the generator's device (a CPU generator gives the same draw on any device).
+        rand_device = generator.device if generator is not None else device
+        scores = torch.rand(b, width, generator=generator, device=rand_device).to(device)  # [B, W]
+        scores.masked_fill_(~in_class, -1.0)
+        top, offset = scores.topk(k, dim=1)  # [B, k]
+        valid = top >= 0
+    index = order[(start[:, None] + offset).clamp_(max=order.shape[0] - 1)]  # [B, k']
+    return index, valid
 
 
 def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: int | None,
@@ -24,43 +61,29 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
         labels: anchor labels ``[B]`` (>= 0).
         queue_labels: ``[K]`` queue labels, -1 marks an empty slot.
         k: positives per anchor, or None for all same-class entries.
-        generator: torch.Generator on the labels' device for a reproducible draw.
+        generator: torch.Generator for a reproducible draw, on any device (the ``[B, max_c n_c]``
+            random scores are drawn on the generator's device and moved to the labels' device).
 
     Returns:
         ``(index, valid)``, both ``[B, k']``: queue indices, and which of them are real positives
         (``valid`` is False for padding when a class has fewer than ``k'`` entries; its index is
         a harmless in-range placeholder).
     """
-    b, qk = labels.shape[0], queue_labels.shape[0]
-    device = queue_labels.device
-    if qk == 0:
-        empty = torch.zeros(b, 0, dtype=torch.long, device=device)
+    if queue_labels.shape[0] == 0:
+        empty = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=queue_labels.device)
         return empty, empty.bool()
-    sorted_labels, order = torch.sort(queue_labels, stable=True)  # [K]
-    labels = labels.to(device=device, dtype=sorted_labels.dtype)
-    start = torch.searchsorted(sorted_labels, labels)  # [B] first slot of the anchor's class
-    count = torch.searchsorted(sorted_labels, labels, right=True) - start  # [B] n_c
-    width = int(count.max())  # one sync: the widest class segment sizes the draw
-    if width == 0:
-        empty = torch.zeros(b, 0, dtype=torch.long, device=device)
-        return empty, empty.bool()
-    slots = torch.arange(width, device=device)  # [W]
-    in_class = slots[None, :] < count[:, None]  # [B, W]
-    if k is None or k >= width:
-        offset, valid = slots.expand(b, width), in_class
-    else:
-        # iid uniform scores; the top-k of those inside the segment is a uniform k-subset.
-        scores = torch.rand(b, width, generator=generator, device=device)  # [B, W]
-        scores.masked_fill_(~in_class, -1.0)
-        top, offset = scores.topk(k, dim=1)  # [B, k]
-        valid = top >= 0
-    index = order[(start[:, None] + offset).clamp_(max=qk - 1)]  # [B, k']
-    return index, valid
+    order, start, count = _class_segments(labels.to(queue_labels.device), queue_labels)
+    return _draw(order, start, count, int(count.max()) if count.numel() else 0, k, generator)
 
 
 class _KCLFunction(torch.autograd.Function):
-    """Loss and hand-written gradient: avoids autograd's zero-filled scatter and the extra
-    ``[B, K]`` passes of a composed implementation (the ``[B, K]`` logits dominate memory)."""
+    """Loss and hand-written gradient.
+
+    The ``[B, K]`` logits dominate time and memory, so they live in a single buffer: the forward
+    exponentiates them in place (after reading the positives) and keeps them for the backward,
+    which only rescales them into the softmax; no zero-filled scatter, no concatenation with the
+    own-key column.
+    """
 
     @staticmethod
     def forward(ctx, query, key, queue, index, valid, temperature):  # noqa: D401
@@ -68,35 +91,39 @@ class _KCLFunction(torch.autograd.Function):
         qt = query / temperature  # [B, D]
         l_pos = (qt * key).sum(dim=1)  # [B]
         l_neg = qt @ queue.T  # [B, D] @ [D, K] -> [B, K]
-        # log(exp(l_pos) + sum_j exp(l_neg_j)): own key + whole queue; logsumexp is max-shifted.
-        log_denom = torch.logaddexp(l_pos, l_neg.logsumexp(dim=1)) if l_neg.shape[1] else l_pos
         # Positive weights: own key and each drawn entry get 1 / (1 + |P_i|).
         w_own = 1.0 / (1.0 + valid.sum(dim=1, dtype=query.dtype))  # [B]
         w_pos = valid.to(query.dtype) * w_own[:, None]  # [B, k']
         pos_mean = w_own * l_pos + (l_neg.gather(1, index) * w_pos).sum(dim=1)  # [B]
-        ctx.save_for_backward(qt, key, queue, l_neg, log_denom, l_pos, index, w_pos, w_own)
+        # Denominator: own key + whole queue, shifted by the row max for stability.
+        row_max = torch.maximum(l_neg.amax(dim=1), l_pos) if l_neg.shape[1] else l_pos.detach().clone()
+        e_neg = l_neg.sub_(row_max[:, None]).exp_()  # [B, K], in place: the logits are not needed again
+        e_pos = (l_pos - row_max).exp()  # [B]
+        denom = e_neg.sum(dim=1) + e_pos  # [B]
+        loss = (denom.log() + row_max - pos_mean).mean()
+        ctx.save_for_backward(qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own)
         ctx.temperature = temperature
         ctx.batch = b
-        return (log_denom - pos_mean).mean()
+        return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        qt, key, queue, l_neg, log_denom, l_pos, index, w_pos, w_own = ctx.saved_tensors
+        qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own = ctx.saved_tensors
         scale = grad_out / ctx.batch
-        # dL_i/dlogit = softmax over {own key, queue} - positive weight.
-        g_neg = (l_neg - log_denom[:, None]).exp_()  # [B, K]
+        inv_denom = denom.reciprocal()  # [B]
+        # dL_i/dlogit = softmax over {own key, queue} - positive weight (scale applied on [., D]).
+        g_neg = e_neg * inv_denom[:, None]  # [B, K]
         g_neg.scatter_add_(1, index, -w_pos)
-        g_neg.mul_(scale)
-        g_pos = ((l_pos - log_denom).exp() - w_own) * scale  # [B]
+        g_pos = e_pos * inv_denom - w_own  # [B]
         grad_q = grad_k = grad_queue = None
         if ctx.needs_input_grad[0]:
             # [B, K] @ [K, D] -> [B, D], plus the own-key column
-            grad_q = torch.addmm(g_pos[:, None] * key, g_neg, queue).div_(ctx.temperature)
+            grad_q = torch.addmm(g_pos[:, None] * key, g_neg, queue).mul_(scale / ctx.temperature)
         if ctx.needs_input_grad[1]:
-            grad_k = g_pos[:, None] * qt  # [B, D]
+            grad_k = (g_pos[:, None] * qt).mul_(scale)  # [B, D]
         if ctx.needs_input_grad[2]:
-            grad_queue = g_neg.T @ qt  # [K, B] @ [B, D] -> [K, D]
+            grad_queue = (g_neg.T @ qt).mul_(scale)  # [K, B] @ [B, D] -> [K, D]
         return grad_q, grad_k, grad_queue, None, None, None
 
 
@@ -118,11 +145,12 @@ class KCLLoss(nn.Module):
     so no anchor is without positives. Queue slots with label -1 (empty) are never positives but,
     as in MoCo, stay in the denominator; pre-fill the queue to avoid them.
 
-    The draw uses ``generator`` (on the inputs' device) when given, so the same seed reproduces
-    the same positives; the authors' code instead takes a fixed subset (top-k over the label mask).
-    Inputs are assumed L2-normalised (not normalised here). The loss is computed in float32 at
-    least (half-precision inputs are upcast, autocast is off inside). The queue and keys normally carry no
-    gradient; if they require grad they get the exact gradient too.
+    The draw uses ``generator`` when given (any device; a CPU generator gives the same draw on
+    CPU and GPU), so the same seed reproduces the same positives; the authors' code instead takes
+    a fixed subset (top-k over the label mask). Inputs are assumed L2-normalised (not normalised
+    here). The loss is computed in float32 at least (half-precision inputs are upcast, autocast is
+    off inside). The queue and keys normally carry no gradient; if they require grad they get the
+    exact gradient too.
 
     Args:
         k: positives drawn from the queue per anchor (6 in the paper), >= 1, or None for FCL.
@@ -159,13 +187,22 @@ class KCLLoss(nn.Module):
         if queue.shape[1] != query.shape[1]:
             raise ValueError(f"{owner}: queue feature dim {queue.shape[1]} does not match query dim "
                              f"{query.shape[1]}")
-        check_labels(labels, query.shape[0], owner)
-        check_labels(queue_labels, queue.shape[0], owner, name="queue_labels", min_value=-1)
-        if generator is not None and generator.device.type != query.device.type:
-            raise ValueError(f"{owner}: generator is on {generator.device} but the inputs are on "
-                             f"{query.device}; create it with torch.Generator(device=...)")
-        index, valid = draw_queue_positives(labels.to(query.device), queue_labels.to(query.device),
-                                            self.k, generator)
+        check_labels(labels, query.shape[0], owner, check_range=False)
+        check_labels(queue_labels, queue.shape[0], owner, name="queue_labels", check_range=False)
+        labels, queue_labels = labels.to(query.device), queue_labels.to(query.device)
+        if query.shape[0] == 0:
+            raise ValueError(f"{owner}: empty batch (query has 0 rows)")
+        if queue.shape[0] == 0:
+            check_labels(labels, query.shape[0], owner)
+            index, valid = draw_queue_positives(labels, queue_labels, self.k, generator)
+        else:
+            order, start, count = _class_segments(labels, queue_labels)
+            # One device sync for the label ranges and the widest class segment.
+            stats = [*torch.aminmax(labels), *torch.aminmax(queue_labels), count.max()]
+            lo, hi, qlo, qhi, width = torch.stack([t.long() for t in stats]).tolist()
+            check_label_range(lo, hi, owner, "labels")
+            check_label_range(qlo, qhi, owner, "queue_labels", min_value=-1)
+            index, valid = _draw(order, start, count, width, self.k, generator)
         dtype = compute_dtype(query, key, queue)
         with torch.autocast(query.device.type, enabled=False):
             return _KCLFunction.apply(query.to(dtype), key.to(dtype), queue.to(dtype), index, valid,

@@ -1,0 +1,266 @@
+"""Forward+backward time and peak memory of the project's losses at paper scales.
+
+Each loss is timed beside
+  (a) "authors": a straightforward implementation written here from the description of the
+      authors' approach (BCL: one-hot class counts via an identity matrix and per-entry weights
+      built in a Python list; KCL: top-k over the label mask, which takes the first k same-class
+      entries; SupCon: the usual mask-based formulation). Not copied from their repositories;
+  (b) "bound": the logits matmuls alone, forward and backward (the backward gets ready-made
+      output gradients), the cost no implementation can avoid.
+
+Scales (B=256 images, two views):
+  imagenet_lt  D=1024, C=1000 prototypes, K=65536 queue (KCL), labels long-tailed IF 256
+  inat         D=1024, C=8142, K=65536, IF 500
+  inat_d128    D=128,  C=8142, K=65536, IF 500
+  cifar        D=128,  C=100,  K=4096 (project's choice), IF 100
+
+Usage:
+  python bench/losses.py                       # cuda if available, all scales
+  python bench/losses.py --device cpu --repeats 3 --scales cifar,inat_d128
+Prints a markdown table. Peak memory is torch.cuda.max_memory_allocated above the inputs on
+GPU; on CPU it is reported as n/a (PyTorch's CPU allocator is invisible to tracemalloc).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, SupConLoss  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Scale:
+    batch: int
+    views: int
+    dim: int
+    classes: int
+    queue: int
+    imbalance: float
+
+
+SCALES = {
+    "imagenet_lt": Scale(256, 2, 1024, 1000, 65536, 256.0),
+    "inat": Scale(256, 2, 1024, 8142, 65536, 500.0),
+    "inat_d128": Scale(256, 2, 128, 8142, 65536, 500.0),
+    "cifar": Scale(256, 2, 128, 100, 4096, 100.0),
+}
+TEMPERATURE = 0.07
+KCL_K = 6
+
+
+# ---- straightforward implementations following the authors' approach ------------------------
+
+def bcl_authors(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,
+                tau: float = TEMPERATURE) -> torch.Tensor:
+    """BCL as a direct transcription of its description: one-hot counts, per-entry weight list."""
+    b, v, _ = features.shape
+    c = prototypes.shape[0]
+    n = b * v
+    targets = torch.cat([labels.repeat(v), torch.arange(c, device=labels.device)])  # [N + C]
+    contrast = torch.cat([torch.cat(features.unbind(1)), prototypes])  # [N + C, D], view-major
+    batch_cls_count = torch.eye(c, device=labels.device)[targets].sum(dim=0)  # one-hot [N + C, C] -> [C]
+    mask = (targets[:n, None] == targets[None, :]).float()  # [N, N + C]
+    logits_mask = torch.ones_like(mask).scatter(1, torch.arange(n, device=mask.device)[:, None], 0.0)
+    mask = mask * logits_mask
+    logits = contrast[:n] @ contrast.T / tau  # [N, D] @ [D, N + C]
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    exp_logits = torch.exp(logits) * logits_mask
+    per_ins_weight = torch.tensor([batch_cls_count[t] for t in targets], device=mask.device)
+    per_ins_weight = per_ins_weight.view(1, -1).expand(n, -1) - mask  # |A_c(i)| per entry
+    log_prob = logits - torch.log((exp_logits / per_ins_weight).sum(dim=1, keepdim=True))
+    return -((mask * log_prob).sum(1) / mask.sum(1)).mean()
+
+
+def kcl_authors(query: torch.Tensor, key: torch.Tensor, labels: torch.Tensor, queue: torch.Tensor,
+                queue_labels: torch.Tensor, k: int = KCL_K, tau: float = TEMPERATURE) -> torch.Tensor:
+    """KCL with positives = top-k over the 0/1 label mask (the first k same-class entries)."""
+    l_pos = (query * key).sum(dim=1, keepdim=True)  # [B, 1]
+    l_neg = query @ queue.T  # [B, K]
+    logits = torch.cat([l_pos, l_neg], dim=1) / tau  # [B, 1 + K]
+    same = (labels[:, None] == queue_labels[None, :]).float()  # [B, K]
+    _, idx = torch.topk(same, k, dim=1)
+    chosen = torch.zeros_like(same).scatter(1, idx, 1.0) * same
+    pos_mask = torch.cat([torch.ones_like(l_pos), chosen], dim=1)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -((pos_mask * log_prob).sum(1) / pos_mask.sum(1)).mean()
+
+
+def supcon_authors(features: torch.Tensor, labels: torch.Tensor, tau: float = TEMPERATURE) -> torch.Tensor:
+    """SupCon in its common mask-based form (every anchor here has a positive: V = 2)."""
+    b, v, _ = features.shape
+    contrast = torch.cat(features.unbind(1))  # [N, D]
+    mask = (labels[:, None] == labels[None, :]).float().repeat(v, v)
+    n = b * v
+    logits = contrast @ contrast.T / tau
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    logits_mask = torch.ones_like(mask).scatter(1, torch.arange(n, device=mask.device)[:, None], 0.0)
+    mask = mask * logits_mask
+    log_prob = logits - torch.log((torch.exp(logits) * logits_mask).sum(1, keepdim=True))
+    return -((mask * log_prob).sum(1) / mask.sum(1)).mean()
+
+
+# ---- inputs, timing -------------------------------------------------------------------------
+
+def longtailed_labels(n: int, classes: int, imbalance: float, gen: torch.Generator) -> torch.Tensor:
+    """Labels sampled with probability proportional to an exponential long-tailed profile."""
+    prior = imbalance ** (-torch.arange(classes, dtype=torch.float64) / max(classes - 1, 1))
+    return torch.multinomial(prior, n, replacement=True, generator=gen)
+
+
+def unit(*shape, gen, device):
+    return F.normalize(torch.randn(*shape, generator=gen), dim=-1).to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn, params: list[torch.Tensor], device: torch.device, repeats: int, warmup: int):
+    """Median seconds of fn() + backward over ``repeats`` runs, and peak MiB above the inputs."""
+    def step():
+        for p in params:
+            p.grad = None
+        fn()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    peak = None
+    if device.type == "cuda":
+        for p in params:
+            p.grad = None
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        tic = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times), peak
+
+
+def cases(scale: Scale, device: torch.device, gen: torch.Generator):
+    """(loss name, {variant: (callable running forward+backward, params)}, agreement check)."""
+    b, v, d, c, k = scale.batch, scale.views, scale.dim, scale.classes, scale.queue
+    labels = longtailed_labels(b, c, scale.imbalance, gen).to(device)
+    feats = unit(b, v, d, gen=gen, device=device).requires_grad_()
+    protos = unit(c, d, gen=gen, device=device).requires_grad_()
+    query = unit(b, d, gen=gen, device=device).requires_grad_()
+    key = unit(b, d, gen=gen, device=device)
+    queue = unit(k, d, gen=gen, device=device)
+    queue_labels = longtailed_labels(k, c, scale.imbalance, gen).to(device)
+    logits = torch.randn(b, c, generator=gen).to(device).requires_grad_()
+    counts = (1000 * scale.imbalance ** (-torch.arange(c) / max(c - 1, 1))).long().clamp(min=1)
+
+    n = b * v
+    z = feats.detach().reshape(n, d).clone().requires_grad_()
+    g_vv, g_vp = torch.randn(n, n, device=device), torch.randn(n, c, device=device)
+    g_qk = torch.randn(b, k, device=device)
+    draw_gen = torch.Generator(device="cpu").manual_seed(0)
+
+    bcl, sup, kcl = BCLLoss(c, TEMPERATURE), SupConLoss(TEMPERATURE), KCLLoss(KCL_K, TEMPERATURE)
+    la = LogitAdjustedLoss(counts).to(device)
+    fcl = KCLLoss(None, TEMPERATURE)
+
+    def backward(t):
+        t.backward()
+
+    yield "BCL", {
+        "ours": (lambda: backward(bcl(feats, labels, protos)), [feats, protos]),
+        "authors": (lambda: backward(bcl_authors(feats, labels, protos)), [feats, protos]),
+        # z @ z^T and z @ P^T, forward + backward (3 grads of the 2 matmuls: z twice, P once)
+        "bound": (lambda: torch.autograd.backward([z @ z.T, z @ protos.T], [g_vv, g_vp]), [z, protos]),
+    }, lambda: (bcl(feats, labels, protos), bcl_authors(feats, labels, protos))
+    yield "KCL k=6", {
+        "ours": (lambda: backward(kcl(query, key, labels, queue, queue_labels, generator=draw_gen)), [query]),
+        "authors": (lambda: backward(kcl_authors(query, key, labels, queue, queue_labels)), [query]),
+        "bound": (lambda: torch.autograd.backward([query @ queue.T], [g_qk]), [query]),
+    }, None
+    yield "FCL", {
+        "ours": (lambda: backward(fcl(query, key, labels, queue, queue_labels)), [query]),
+        "bound": (lambda: torch.autograd.backward([query @ queue.T], [g_qk]), [query]),
+    }, None
+    yield "SupCon", {
+        "ours": (lambda: backward(sup(feats, labels)), [feats]),
+        "authors": (lambda: backward(supcon_authors(feats, labels)), [feats]),
+        "bound": (lambda: torch.autograd.backward([z @ z.T], [g_vv]), [z]),
+    }, lambda: (sup(feats, labels), supcon_authors(feats, labels))
+    yield "LA-CE", {
+        "ours": (lambda: backward(la(logits, labels)), [logits]),
+        "bound": (lambda: backward(F.cross_entropy(logits, labels)), [logits]),  # plain CE
+    }, None
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 20 cuda, 3 cpu)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs (default 5 cuda, 1 cpu)")
+    parser.add_argument("--scales", default=",".join(SCALES), help=f"comma list of {list(SCALES)}")
+    parser.add_argument("--losses", default="BCL,KCL k=6,FCL,SupCon,LA-CE", help="comma list")
+    parser.add_argument("--skip-authors", action="store_true", help="time only ours and the bound")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    repeats = args.repeats or (20 if device.type == "cuda" else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
+    wanted = set(args.losses.split(","))
+    scales = args.scales.split(",")
+    unknown = [s for s in scales if s not in SCALES]
+    if unknown:
+        parser.error(f"unknown scale(s) {unknown}; choose from {list(SCALES)}")
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, float32, threads {torch.get_num_threads()}, "
+          f"median of {repeats} (warm-up {warmup}), forward+backward per call\n")
+    print("| scale | loss | ours ms | authors ms | bound ms | ours / bound | authors / ours "
+          "| peak MiB ours / authors / bound | max abs diff vs authors |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for scale_name in scales:
+        gen = torch.Generator().manual_seed(0)
+        for loss_name, variants, agree in cases(SCALES[scale_name], device, gen):
+            if loss_name not in wanted:
+                continue
+            res = {}
+            for variant, (fn, params) in variants.items():
+                if variant == "authors" and args.skip_authors:
+                    continue
+                res[variant] = measure(fn, params, device, repeats, warmup)
+            diff = "-"
+            if agree is not None and not args.skip_authors:
+                with torch.no_grad():
+                    a, b = agree()
+                diff = f"{abs(a.item() - b.item()):.1e}"
+
+            print(format_row(scale_name, loss_name, res, diff), flush=True)
+
+
+def format_row(scale_name: str, loss_name: str, res: dict, diff: str) -> str:
+    def ms(v):
+        return f"{res[v][0] * 1e3:.2f}" if v in res else "-"
+
+    def mem(v):
+        return "n/a" if v not in res or res[v][1] is None else f"{res[v][1]:.0f}"
+
+    ratio_bound = f"{res['ours'][0] / res['bound'][0]:.2f}x"
+    speedup = f"{res['authors'][0] / res['ours'][0]:.2f}x" if "authors" in res else "-"
+    return (f"| {scale_name} | {loss_name} | {ms('ours')} | {ms('authors')} | {ms('bound')} | {ratio_bound} | "
+            f"{speedup} | {mem('ours')} / {mem('authors')} / {mem('bound')} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
