@@ -43,8 +43,8 @@ def check_labels(labels: torch.Tensor, n: int, owner: str, name: str = "labels",
     if labels.shape != (n,):
         raise ValueError(f"{owner}: {name} must have shape [{n}], got {tuple(labels.shape)}")
     if check_range and n > 0 and (min_value is not None or num_classes is not None):
-        lo, hi = torch.aminmax(labels)
-        check_label_range(int(lo), int(hi), owner, name, num_classes, min_value)
+        lo, hi = torch.stack(torch.aminmax(labels)).tolist()  # one device sync
+        check_label_range(lo, hi, owner, name, num_classes, min_value)
 
 
 def check_label_range(lo: int, hi: int, owner: str, name: str, num_classes: int | None = None,

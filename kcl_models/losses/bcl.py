@@ -25,7 +25,7 @@ class _BCLFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, prototypes, y, temperature):  # noqa: D401
+    def forward(ctx, z, prototypes, y, temperature):
         n, c = z.shape[0], prototypes.shape[0]
         inv_t = 1.0 / temperature
         # n_c: views of class c in the batch (prototypes not counted).

@@ -86,7 +86,7 @@ class _KCLFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query, key, queue, index, valid, temperature):  # noqa: D401
+    def forward(ctx, query, key, queue, index, valid, temperature):
         b = query.shape[0]
         qt = query / temperature  # [B, D]
         l_pos = (qt * key).sum(dim=1)  # [B]

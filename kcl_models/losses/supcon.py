@@ -14,7 +14,7 @@ class _SupConFunction(torch.autograd.Function):
     place and kept for the backward (``dL_i/dx_ij = softmax_ij - [j in P(i)]/|P(i)|``)."""
 
     @staticmethod
-    def forward(ctx, z, y, temperature):  # noqa: D401
+    def forward(ctx, z, y, temperature):
         same = (y[:, None] == y[None, :]).to(z.dtype)  # [N, N]
         same.fill_diagonal_(0.0)  # P(i): same label, not i itself
         num_pos = same.sum(dim=1)  # [N]

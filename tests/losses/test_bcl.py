@@ -123,3 +123,19 @@ def test_constructor_errors():
         BCLLoss(0)
     with pytest.raises(ValueError, match="temperature must be finite and > 0, got -1"):
         BCLLoss(3, temperature=-1)
+
+
+def test_backward_twice_with_retained_graph():
+    feats = unit(5, 2, 4, seed=7).requires_grad_()
+    protos = unit(3, 4, seed=8).requires_grad_()
+    loss = BCLLoss(3)(feats, torch.tensor([0, 1, 1, 2, 0]), protos)
+    loss.backward(retain_graph=True)
+    first = feats.grad.clone(), protos.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(feats.grad, 2 * first[0])
+    torch.testing.assert_close(protos.grad, 2 * first[1])
+
+
+def test_empty_batch_error():
+    with pytest.raises(ValueError, match="empty batch"):
+        BCLLoss(3)(unit(0, 2, 4), torch.zeros(0, dtype=torch.long), unit(3, 4))

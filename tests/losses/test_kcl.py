@@ -190,3 +190,20 @@ def test_constructor_errors():
         KCLLoss(k=2.5)
     with pytest.raises(ValueError, match="temperature"):
         KCLLoss(temperature=0.0)
+
+
+def test_backward_twice_with_retained_graph(data):
+    # The forward keeps its exponentiated logits; the backward must not consume them.
+    query, key, labels, queue, queue_labels = data
+    query = query.clone().requires_grad_()
+    loss = KCLLoss(k=2)(query, key, labels, queue, queue_labels, generator=torch.Generator().manual_seed(0))
+    loss.backward(retain_graph=True)
+    first = query.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(query.grad, 2 * first)
+
+
+def test_empty_batch_error(data):
+    _, _, _, queue, queue_labels = data
+    with pytest.raises(ValueError, match="empty batch"):
+        KCLLoss()(unit(0, 5), unit(0, 5), torch.zeros(0, dtype=torch.long), queue, queue_labels)

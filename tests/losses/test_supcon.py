@@ -104,3 +104,12 @@ def test_errors(bad, match):
 def test_bad_temperature(tau):
     with pytest.raises(ValueError, match="temperature"):
         SupConLoss(tau)
+
+
+def test_backward_twice_with_retained_graph():
+    feats = unit(5, 2, 4, seed=7).requires_grad_()
+    loss = SupConLoss()(feats, torch.tensor([0, 1, 1, 2, 0]))
+    loss.backward(retain_graph=True)
+    first = feats.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(feats.grad, 2 * first)
