@@ -811,7 +811,8 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, root
                   **kw: Any) -> Any:
     """Build a dataset by name.
 
-    * ``'digits-lt'``: :class:`DigitsLT` (``kw``: ``test_per_class``, ``img_size``).
+    * ``'digits-lt'``: :class:`DigitsLT` (``kw``: ``test_per_class``, ``img_size``; ``root`` and
+      ``on_error`` are accepted and ignored, so one set of options serves every dataset).
     * ``'split-file'``: :class:`SplitFileDataset` of ``root`` + ``split_file`` (the split file
       defines the long tail; ``kw``: ``num_classes``, ``on_error``, ``check_files``, ``classes``,
       ``require_all_classes``).
@@ -831,6 +832,10 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, root
         raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
     low = name.lower()
     if low in ("digits-lt", "digits_lt", "digitslt"):
+        if split_file is not None:
+            raise ValueError("dataset 'digits-lt' takes no split_file (its splits are built in)")
+        # in-memory data is never unreadable: accept (and ignore) the image datasets' policy
+        _check_on_error(kw.pop("on_error", "raise"))
         return DigitsLT(split, imbalance_factor=1.0 if imbalance_factor is None else imbalance_factor,
                         seed=seed, transform=transform, **kw)
     if low == "split-file":

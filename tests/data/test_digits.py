@@ -78,3 +78,8 @@ def test_build_dataset_and_views_loader():
     assert len(batch) == 3 and all(b.shape == (16, 3, 32, 32) for b in batch)
     assert labels.shape == (16,)
     assert build_dataset("digits-lt", "test", test_per_class=10).class_counts() == [10] * 10
+    # the trainer passes the same options to every dataset
+    same = build_dataset("digits-lt", "train", root=None, on_error="skip", imbalance_factor=100, seed=0)
+    assert same.indices == ds.indices
+    with pytest.raises(ValueError, match="no split_file"):
+        build_dataset("digits-lt", "train", split_file="x.txt")

@@ -91,3 +91,19 @@ def test_build_sampler_and_errors():
         ClassBalancedSampler(TARGETS, num_replicas=2)
     with pytest.raises(ValueError, match="non-empty"):
         ClassBalancedSampler([])
+
+
+def test_accelerate_batch_sharding_covers_the_common_sequence():
+    # what Accelerate's prepare() does with a custom sampler: every rank iterates the same
+    # sampler and keeps its own batches; they must partition the sequence.
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    sampler = ClassBalancedSampler(TARGETS, num_samples=96, seed=7)
+    sampler.set_epoch(3)
+    expected = list(sampler)
+    batches = [list(BatchSamplerShard(BatchSampler(sampler, 8, drop_last=True), num_processes=2,
+                                      process_index=r)) for r in range(2)]
+    assert all(len(b) == 6 for b in batches)
+    interleaved = [i for pair in zip(*batches) for batch in pair for i in batch]
+    assert interleaved == expected
