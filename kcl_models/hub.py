@@ -278,6 +278,19 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+_LOCAL_PATH_KEYS = ("output_dir", "data_root", "resume", "logging_dir", "project_dir", "cache_dir")
+
+
+def _public_config(cfg: Any) -> Any:
+    """Training config for a public card: machine-local paths are replaced by a placeholder."""
+    if isinstance(cfg, Mapping):
+        return {k: ("<local path>" if k in _LOCAL_PATH_KEYS and isinstance(v, str) and v else _public_config(v))
+                for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        return [_public_config(v) for v in cfg]
+    return cfg
+
+
 def _summarize_keys(keys: Sequence[str]) -> str:
     """``['module.head.0.weight', ...]`` -> ``'module.head.* (8), module.head_fc.* (8)'``."""
     groups: Counter[str] = Counter()
@@ -416,7 +429,7 @@ def save_for_hub(model: nn.Module, results_json: str | Path | Mapping | None, ou
     provenance = {
         "variant": variant, "architecture": arch, "method": method, "license": license,
         "repo_id": repo_id or hub_id(variant), "source": _jsonable(source),
-        "train_config": _jsonable(cfg_train), "software": _software(),
+        "train_config": _public_config(_jsonable(cfg_train)), "software": _software(),
     }
     model_config: dict[str, Any] = {"pretrained_cfg": pretrained_overrides, "kcl_models": provenance}
     if labels:
@@ -551,7 +564,9 @@ def write_model_card(folder: str | Path, results: str | Path | Mapping | None = 
     paper_key, method_text = _METHODS[method]
     paper = _PAPERS[paper_key]
     tag = variant.split(".", 1)[1] if "." in variant else ""
-    dataset = dict(_DATASETS.get(tag) or {})
+    reg_classes = _registered_cfg(variant).get("num_classes")
+    # the tag names the dataset only when the classifier fits it (a 8142-class head is no ImageNet-LT model)
+    dataset = dict(_DATASETS.get(tag) or {}) if num_classes in (0, reg_classes) else {}
     if not dataset:
         name = str(results["data"]["name"]) if results else (tag or "unknown")
         dataset = dict(name=name, id=name.lower().replace(" ", "-"), hf=[])
@@ -682,11 +697,14 @@ def _card_body(*, variant: str, arch: str, repo_id: str, config: Mapping, prov: 
                      if source.get("transposed") else ""),
                   f"- Checkpoint metadata: arch `{source.get('authors_arch')}`, epoch {source.get('epoch')}, "
                   f"best_acc1 {source.get('best_acc1')}"]
+    elif source.get("kind") == "trained":
+        lines += ["- Trained by kcl-models" + (" with the configuration above" if train_config else "")
+                  + (f"; trainer export `{source['file']}` (sha256 `{source.get('sha256')}`)"
+                     if source.get("file") else "")]
     elif source.get("file"):
         lines += [f"- Source checkpoint `{source['file']}` (sha256 `{source.get('sha256')}`)"]
     else:
-        lines += [f"- Source: {source.get('kind', 'unknown')} (kcl-models trainer)" if source.get("kind") == "trained"
-                  else "- Source: not recorded"]
+        lines += ["- Source: not recorded"]
     sw = prov.get("software") or {}
     if sw:
         lines += ["- Exported with " + ", ".join(f"{k} {v}" for k, v in sw.items())]
@@ -701,8 +719,9 @@ def _card_body(*, variant: str, arch: str, repo_id: str, config: Mapping, prov: 
                       + (f" on {results['created']}" if results.get("created") else "")]
     lines += [""]
     if source.get("kind") == "authors-checkpoint":
-        lines += [f"The weights are the authors' work, released with their code under its license ({license}); "
-                  "the training data's terms of use (e.g. ImageNet's) apply as well.", ""]
+        lines += [f"The weights are the authors' work, released alongside their code ({paper['code']}, license "
+                  f"{license}); this card's license follows it. The training data's terms of use (e.g. ImageNet's) "
+                  "apply as well.", ""]
 
     lines += ["## Citation", "", "```bibtex", paper["bibtex"], "```", ""]
     return "\n".join(lines)
@@ -1059,10 +1078,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "save":
             results = load_results(args.results)
             model = _model_for_save(args.model, args.weights, results)
-            source, train_config = args.weights, args.config
+            source: Any = args.weights
+            train_config = args.config
             if args.model.startswith("local-dir:"):
                 local = Path(args.model[len("local-dir:"):])
-                source = local / WEIGHTS_FILE  # hash what is exported (the trainer's model/ folder)
+                weights = local / WEIGHTS_FILE  # hash what is exported (the trainer's model/ folder)
+                if weights.is_file():
+                    source = {"kind": "trained", "file": weights.name, "sha256": sha256_file(weights)}
                 if train_config is None and not results.get("config") and (local.parent / "config.yaml").is_file():
                     train_config = local.parent / "config.yaml"  # the trainer saves it next to model/
                     print(f"training config: {train_config}")

@@ -151,3 +151,20 @@ def test_thin_scripts_run_from_a_checkout(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert proc.returncode == 2
     assert "kcl-hub publish: error: folder not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_save_from_trainer_folder_records_training(tmp_path, capsys):
+    """The trainer writes <out>/model (timm folder) and <out>/config.yaml; `save` picks both up."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet32_bcl.digits_lt").eval()
+    timm.models.save_for_hf(model, str(tmp_path / "run" / "model"), safe_serialization=True)
+    (tmp_path / "run" / "config.yaml").write_text("method: bcl\nepochs: 60\noutput_dir: /home/me/runs/x\n")
+    results = make_results(VARIANT, "resnet32_bcl", 10)
+    results["config"] = {}
+    out = tmp_path / "export"
+    assert main(["save", "--model", f"local-dir:{tmp_path / 'run' / 'model'}", "--results",
+                 str(write_results(tmp_path / "r.json", results)), "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "Trained by kcl-models with the configuration above" in card and "epochs: 60" in card
+    assert "/home/me" not in card and "output_dir: <local path>" in card
+    assert sha256_file(tmp_path / "run" / "model" / "model.safetensors") in card
