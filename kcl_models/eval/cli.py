@@ -269,16 +269,22 @@ def _split_spec(value: str, default_name: str, data: str, flag: str) -> tuple[st
 def build_eval_data(args: argparse.Namespace, transform: Any) -> tuple[Any, Any]:
     from ..data import build_dataset
     data = args.data
-    is_digits = data.lower() in ("digits-lt", "digits_lt", "digitslt")
-    kw: dict[str, Any] = {}
-    if not is_digits:
-        kw["on_error"] = args.on_error
-        if args.num_classes is not None:
-            kw["num_classes"] = args.num_classes
+    low = data.lower()
+    is_digits = low in ("digits-lt", "digits_lt", "digitslt")
     out = []
     for flag, value, default in (("--train-split", args.train_split, "train"),
                                  ("--test-split", args.test_split, "test")):
         split, split_file = _split_spec(value, default, data, flag)
+        # build_dataset forwards these to the dataset class, so pass each only where it is taken
+        kw: dict[str, Any] = {}
+        if not is_digits:
+            kw["on_error"] = args.on_error
+        reads_split_file = low == "split-file" or (low.startswith("imagefolder:") and split_file)
+        if args.num_classes is not None and (reads_split_file or low.startswith("hf:")):
+            kw["num_classes"] = args.num_classes
+        if reads_split_file and default == "test":
+            kw["require_all_classes"] = False  # a test split may lack some classes...
+            kw.setdefault("num_classes", out[0].num_classes)  # ...so take the count from train
         ds = build_dataset(data, split, transform=transform, root=args.data_root, split_file=split_file,
                            imbalance_factor=args.imbalance_factor, seed=args.data_seed, **kw)
         if len(ds) == 0:
@@ -366,9 +372,24 @@ def run_compare(paths: list[str], output: str | None) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> str | None:
-    """Evaluate per ``args``; returns the markdown table on the main process (``None`` elsewhere)."""
-    import timm
+    """Evaluate per ``args``; returns the markdown table on the main process (``None`` elsewhere).
+
+    Works in one process or under ``accelerate launch``/``torchrun``: inference is sharded and
+    gathered exactly; probes, files and printing happen on the main process.
+    """
     from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    table = _evaluate(args, accelerator)
+    # every rank meets here, then the process group is torn down (a live gloo/NCCL group at
+    # interpreter exit can abort a rank)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return table
+
+
+def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
+    import timm
 
     from ..data import build_eval_transform, class_counts
     from .evaluate import extract_features, predict
@@ -376,7 +397,6 @@ def run_eval(args: argparse.Namespace) -> str | None:
     from .probes import knn_classify, linear_probe, open_set_probe, read_class_split
     from .report import build_results, markdown_table, plot_per_class, save_results
 
-    accelerator = Accelerator()
     main_proc = accelerator.is_main_process
     progress = not args.no_progress
     sigma = DEFAULT_SIGMA if args.sigma is None else args.sigma
@@ -395,6 +415,12 @@ def run_eval(args: argparse.Namespace) -> str | None:
         many, few = 100, 20
         relative = args.relative_shots or args.data.lower() in ("digits-lt", "digits_lt", "digitslt")
     shot_kw = dict(many=many, few=few, relative=relative, sigma=sigma)
+
+    # read small inputs before the (long) inference so that a typo fails fast
+    target_classes = (read_class_split(args.ood_split, class_names=test_ds.classes, num_classes=num_classes)
+                      if args.ood_split else None)
+    if args.train_config and not Path(args.train_config).is_file():
+        raise FileNotFoundError(f"--train-config file not found: {args.train_config}")
 
     probes_wanted = list(dict.fromkeys(args.probe))
     if args.skip_classifier and not probes_wanted:
@@ -429,9 +455,7 @@ def run_eval(args: argparse.Namespace) -> str | None:
             probes["knn"] = knn_classify(tr_x, tr_y, te_x, te_y, num_classes, k=args.knn_k,
                                          temperature=args.knn_temperature, train_class_counts=counts,
                                          device=accelerator.device, **shot_kw)
-        if args.ood_split:
-            target_classes = read_class_split(args.ood_split, class_names=test_ds.classes,
-                                              num_classes=num_classes)
+        if target_classes is not None:
             probes["open_set"] = open_set_probe(tr_x, tr_y, te_x, te_y, target_classes, num_classes,
                                                 **probe_kw)
     if not main_proc:
@@ -442,17 +466,14 @@ def run_eval(args: argparse.Namespace) -> str | None:
 
     config = dict(loaded.config)
     if args.train_config:
-        cfg_path = Path(args.train_config)
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"--train-config file not found: {cfg_path}")
-        config = _read_yaml_or_json(cfg_path)
+        config = _read_yaml_or_json(Path(args.train_config))
     split_name = args.test_split
     results = build_results(
         main_metrics, model_name=loaded.name, architecture=loaded.architecture, source=loaded.source,
         num_classes=model.num_classes if loaded.has_classifier else num_classes, data_name=args.data,
         split=split_name, num_samples=num_samples, train_class_counts=counts, class_names=test_ds.classes,
         protocol=protocol, many=many, few=few, relative=relative, probes=probes or None, config=config,
-        weights_path=loaded.weights_path)
+        weights_path=loaded.weights_path, sigma=sigma)
     out = Path(args.output)
     save_results(results, out / "results.json")
     table = markdown_table(results)

@@ -119,7 +119,8 @@ def predict(model: nn.Module, loader: Iterable, accelerator: Any | None = None,
             loop and restored to its previous mode afterwards; moved to ``accelerator.device``
             (or kept on the device of its parameters without an accelerator).
         loader: yields ``(images, labels)``; with an accelerator, an unprepared loader is sharded
-            with ``accelerator.prepare_data_loader`` first. Do not use ``drop_last=True``.
+            with ``accelerator.prepare_data_loader`` first (a trainer evaluating every epoch should
+            ``prepare`` its test loader once and pass that). Do not use ``drop_last=True``.
         accelerator: an ``accelerate.Accelerator`` for multi-process evaluation; results are
             gathered with ``gather_for_metrics`` (exactly ``len(dataset)`` rows on every process).
         progress: show a tqdm bar (main process only).

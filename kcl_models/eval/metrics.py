@@ -69,7 +69,7 @@ def accuracy_topk(logits: torch.Tensor, targets: torch.Tensor,
     maxk = min(max(int(k) for k in ks), num_classes)
     top = logits.topk(maxk, dim=1).indices  # [N, maxk]
     correct = top.eq(targets.view(-1, 1).to(top.device))  # [N, maxk]
-    return [float(correct[:, :min(int(k), num_classes)].any(dim=1).float().mean() * 100.0) for k in ks]
+    return [float(correct[:, :min(int(k), num_classes)].any(dim=1).double().mean() * 100.0) for k in ks]
 
 
 def per_class_accuracy(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -14,7 +14,8 @@ README tables and plots. Layout::
       "probes": {"linear_probe": {...}, "knn": {...}, "open_set": {...}}   (optional),
       "config": {...},
       "software": {"kcl_models", "torch", "timm", "python"},
-      "created": ISO-8601 UTC time
+      "created": ISO-8601 UTC time,
+      "eval_settings": {"sigma": float, "ece_bins": int}   (optional; how beta/ECE were computed)
     }
 
 Accuracies are percentages; ``balancedness`` (KCL Eq. 3, of the protocol's per-class accuracies)
@@ -110,7 +111,8 @@ def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: s
                   class_names: Sequence[str] | None = None, protocol: str = "classifier",
                   many: int = 100, few: int = 20, relative: bool = False,
                   probes: Mapping[str, Mapping] | None = None, config: Mapping | None = None,
-                  weights_path: str | Path | None = None, weights_sha256: str | None = None) -> dict:
+                  weights_path: str | Path | None = None, weights_sha256: str | None = None,
+                  sigma: float | None = None, ece_bins: int | None = None) -> dict:
     """Assemble a ``kcl-models/results/v1`` dict (validated) from a ``compute_metrics`` result.
 
     Args:
@@ -128,7 +130,10 @@ def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: s
             ``open_set`` (an ``open_set_probe`` result).
         config: the training config when known.
         weights_path: file to hash (``weights_sha256`` wins when both are given).
+        sigma, ece_bins: balancedness kernel width and ECE bins used (stored in ``eval_settings``;
+            defaults ``DEFAULT_SIGMA`` and 15, those of ``compute_metrics``).
     """
+    from .metrics import DEFAULT_SIGMA
     if protocol not in PROTOCOLS:
         raise ResultsSchemaError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     counts = [int(c) for c in train_class_counts]
@@ -161,6 +166,8 @@ def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: s
         "config": _clean(dict(config or {})),
         "software": software_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "eval_settings": {"sigma": float(DEFAULT_SIGMA if sigma is None else sigma),
+                          "ece_bins": int(15 if ece_bins is None else ece_bins)},
     }
     if stored_probes:
         results["probes"] = stored_probes

@@ -51,6 +51,9 @@ def main():
     }
     with open(f"{sys.argv[1]}/rank{acc.process_index}.json", "w") as f:
         json.dump(out, f)
+    # tear the gloo group down on every rank: exiting with it alive can abort a rank at shutdown
+    acc.wait_for_everyone()
+    acc.end_training()
 
 
 if __name__ == "__main__":

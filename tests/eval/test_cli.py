@@ -48,6 +48,7 @@ def test_end_to_end_digits(evaluated, run_dir, capsys):
     weights = run_dir / "train" / "model" / "model.safetensors"
     assert res["model"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert res["config"] == {"method": "kcl", "epochs": 3}  # picked up from the trainer layout
+    assert res["eval_settings"] == {"sigma": 0.01, "ece_bins": 15}
     assert set(res["probes"]) == {"linear_probe", "knn", "open_set"}
     assert res["probes"]["open_set"]["target_classes"] == [7, 8, 9]
     assert res["probes"]["open_set"]["target"]["classes"] == [7, 8, 9]
