@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # comparable with Accelerator's
     torch.manual_seed(0)
     model = timm.create_model(args.model, num_classes=args.num_classes).to(device).eval()
     size = args.img_size or timm.data.resolve_model_data_config(model)["input_size"][-1]

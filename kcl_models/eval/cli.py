@@ -21,6 +21,12 @@ loaded), or a checkpoint file (``.safetensors``, or ``.pth``/``.pt``/``.bin`` re
 ``imagefolder:PATH`` (split names, or split files). Training class counts, which define the shot
 groups, come from the training split of the same data spec.
 
+A model folder written by the trainer (``<out>/model`` next to ``<out>/config.yaml``) carries its
+training config: it is stored in the results, and data options left unset (``--data``, split
+names/files, ``--data-root``, ``--imbalance-factor``, ``--data-seed``, ``data_kwargs``) default to
+the training run's, so the evaluation uses exactly the run's splits (digits-LT's held-out test set
+depends on the seed). ``--train-config FILE`` supplies that config for other model sources.
+
 Known bad input (unknown model, class-count mismatch, empty split, missing file) ends with one
 ``kcl-eval: error: ...`` line and exit code 2 (``--traceback`` shows the stack instead).
 """
@@ -266,7 +272,38 @@ def _split_spec(value: str, default_name: str, data: str, flag: str) -> tuple[st
     return value, None
 
 
-def build_eval_data(args: argparse.Namespace, transform: Any) -> tuple[Any, Any]:
+def resolve_data_args(args: argparse.Namespace, train_config: dict) -> dict:
+    """Fill data options left unset from the training config (same data only), then defaults.
+
+    The split itself must be the training run's: digits-LT's held-out test set and every generated
+    long-tailed train split depend on the seed and imbalance factor, so evaluating with other values
+    would score training images. Returns extra ``build_dataset`` keywords (``data_kwargs``).
+    """
+    tc = train_config or {}
+    if args.data is None:
+        if not tc.get("data"):
+            raise EvalError("--data is required (no training config next to the model names its data)")
+        args.data = str(tc["data"])
+    extra: dict[str, Any] = {}
+    if tc and tc.get("data") == args.data:
+        for attr, key in (("data_root", "data_root"), ("train_split", "train_split"),
+                          ("test_split", "test_split"), ("imbalance_factor", "imbalance_factor"),
+                          ("data_seed", "seed")):
+            if getattr(args, attr) is None and tc.get(key) is not None:
+                setattr(args, attr, tc[key])
+        extra = dict(tc.get("data_kwargs") or {})
+    elif tc.get("data"):
+        print(f"kcl-eval: note: the model was trained on '{tc['data']}', evaluating on '{args.data}' "
+              f"(training counts and shot groups come from '{args.data}')", file=sys.stderr)
+    for attr, default in (("train_split", "train"), ("test_split", "test"), ("imbalance_factor", 100.0),
+                          ("data_seed", 0)):
+        if getattr(args, attr) is None:
+            setattr(args, attr, default)
+    return extra
+
+
+def build_eval_data(args: argparse.Namespace, transform: Any,
+                    extra: dict | None = None) -> tuple[Any, Any]:
     from ..data import build_dataset
     data = args.data
     low = data.lower()
@@ -276,7 +313,7 @@ def build_eval_data(args: argparse.Namespace, transform: Any) -> tuple[Any, Any]
                                  ("--test-split", args.test_split, "test")):
         split, split_file = _split_spec(value, default, data, flag)
         # build_dataset forwards these to the dataset class, so pass each only where it is taken
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = dict(extra or {})
         if not is_digits:
             kw["on_error"] = args.on_error
         reads_split_file = low == "split-file" or (low.startswith("imagefolder:") and split_file)
@@ -317,16 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="timm architecture of a checkpoint file (a tag selects its "
                    "preprocessing, e.g. resnet32_kcl.digits_lt)")
     p.add_argument("--pretrained", action="store_true", help="load the timm name's published weights")
-    p.add_argument("--data", help="digits-lt | split-file | hf:NAME | imagefolder:PATH")
+    p.add_argument("--data", help="digits-lt | split-file | hf:NAME | imagefolder:PATH (default: the "
+                   "training config's)")
     p.add_argument("--data-root", help="image root (split-file; imagefolder split files)")
-    p.add_argument("--train-split", default="train", help="training split name or split file "
-                   "(its class counts define the shot groups; the probes train on it)")
-    p.add_argument("--test-split", default="test", help="evaluation split name or split file")
-    p.add_argument("--imbalance-factor", type=float, default=100.0,
-                   help="imbalance of the generated long-tailed train split (digits-lt, hf:, imagefolder:); "
-                   "use the training run's value")
+    p.add_argument("--train-split", help="training split name or split file (its class counts define the "
+                   "shot groups; the probes train on it); default: training config's, else 'train'")
+    p.add_argument("--test-split", help="evaluation split name or split file; default: training "
+                   "config's, else 'test'")
+    p.add_argument("--imbalance-factor", type=float, help="imbalance of the generated long-tailed train "
+                   "split (digits-lt, hf:, imagefolder:); default: training config's, else 100")
     p.add_argument("--num-classes", type=int, help="number of classes (split-file/hf: when not inferable)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated long-tailed split")
+    p.add_argument("--data-seed", type=int, help="seed of the generated splits (digits-LT's test hold-out "
+                   "too); default: the training config's seed, else 0")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="unreadable images")
     p.add_argument("--output", help="output folder")
     p.add_argument("--batch-size", type=int, default=256)
@@ -401,10 +440,14 @@ def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
     progress = not args.no_progress
     sigma = DEFAULT_SIGMA if args.sigma is None else args.sigma
 
+    if args.train_config and not Path(args.train_config).is_file():
+        raise FileNotFoundError(f"--train-config file not found: {args.train_config}")
     loaded = load_model(args.model, arch=args.arch, pretrained=args.pretrained, num_classes=None)
     model = loaded.model
+    config = _read_yaml_or_json(Path(args.train_config)) if args.train_config else dict(loaded.config)
+    extra = resolve_data_args(args, config)
     data_config = timm.data.resolve_model_data_config(model)
-    train_ds, test_ds = build_eval_data(args, build_eval_transform(data_config))
+    train_ds, test_ds = build_eval_data(args, build_eval_transform(data_config), extra)
     num_classes = test_ds.num_classes
     if loaded.source == "timm" and model.num_classes != num_classes:
         model.reset_classifier(num_classes)  # random head sized to the data (an untrained baseline)
@@ -419,8 +462,6 @@ def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
     # read small inputs before the (long) inference so that a typo fails fast
     target_classes = (read_class_split(args.ood_split, class_names=test_ds.classes, num_classes=num_classes)
                       if args.ood_split else None)
-    if args.train_config and not Path(args.train_config).is_file():
-        raise FileNotFoundError(f"--train-config file not found: {args.train_config}")
 
     probes_wanted = list(dict.fromkeys(args.probe))
     if args.skip_classifier and not probes_wanted:
@@ -464,9 +505,6 @@ def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
         protocol = "linear_probe" if "linear_probe" in probes else "knn"
         main_metrics = probes[protocol]
 
-    config = dict(loaded.config)
-    if args.train_config:
-        config = _read_yaml_or_json(Path(args.train_config))
     split_name = args.test_split
     results = build_results(
         main_metrics, model_name=loaded.name, architecture=loaded.architecture, source=loaded.source,
@@ -489,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.compare:
-        missing = [f"--{k}" for k in ("model", "data", "output") if not getattr(args, k)]
+        missing = [f"--{k}" for k in ("model", "output") if not getattr(args, k)]
         if missing:
             parser.error(f"{', '.join(missing)} required (or --compare RESULTS_JSON ...)")
     from ..models import PretrainedWeightsUnavailable

@@ -133,3 +133,20 @@ def test_missing_files_and_empty_split(tmp_path, capsys):
                         "--train-split", str(tmp_path / "train.txt"), "--test-split", str(tmp_path / "x.txt"),
                         "--output", str(tmp_path / "o")])
     assert "x.txt: split file not found" in err
+
+
+def test_data_options_default_to_the_training_config():
+    from kcl_models.eval.cli import build_parser, resolve_data_args
+    cfg = {"data": "digits-lt", "seed": 3, "imbalance_factor": 10.0, "data_kwargs": {"test_per_class": 20},
+           "train_split": None}
+    args = build_parser().parse_args(["--model", "m", "--output", "o"])
+    assert resolve_data_args(args, cfg) == {"test_per_class": 20}
+    assert (args.data, args.data_seed, args.imbalance_factor, args.train_split) == ("digits-lt", 3, 10.0, "train")
+    args = build_parser().parse_args(["--model", "m", "--output", "o", "--data-seed", "1"])
+    resolve_data_args(args, cfg)
+    assert args.data_seed == 1  # explicit wins
+    args = build_parser().parse_args(["--model", "m", "--output", "o", "--data", "imagefolder:x"])
+    assert resolve_data_args(args, cfg) == {}  # other data: nothing inherited
+    assert (args.data_seed, args.imbalance_factor) == (0, 100.0)
+    with pytest.raises(ValueError, match="--data is required"):
+        resolve_data_args(build_parser().parse_args(["--model", "m", "--output", "o"]), {})
