@@ -150,3 +150,24 @@ def test_data_options_default_to_the_training_config():
     assert (args.data_seed, args.imbalance_factor) == (0, 100.0)
     with pytest.raises(ValueError, match="--data is required"):
         resolve_data_args(build_parser().parse_args(["--model", "m", "--output", "o"]), {})
+
+
+def test_hf_hub_model_from_offline_cache(run_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    from kcl_models.eval.cli import load_model
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(run_dir / "train" / "model", repo / "snapshots" / commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    loaded = load_model("hf-hub:org/tiny")
+    assert loaded.architecture == "resnet32_kcl" and loaded.model.num_classes == 10
+    assert loaded.weights_path is not None and loaded.weights_path.name == "model.safetensors"
+    with pytest.raises(ValueError, match="cannot load 'hf-hub:org/missing'"):
+        load_model("hf-hub:org/missing")
