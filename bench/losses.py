@@ -17,8 +17,10 @@ Scales (B=256 images, two views):
 Usage:
   python bench/losses.py                       # cuda if available, all scales
   python bench/losses.py --device cpu --repeats 3 --scales cifar,inat_d128
-Prints a markdown table. Peak memory is torch.cuda.max_memory_allocated above the inputs on
-GPU; on CPU it is reported as n/a (PyTorch's CPU allocator is invisible to tracemalloc).
+Prints a markdown table. Peak memory is the memory allocated above the inputs during one
+forward+backward (gradients included): torch.cuda.max_memory_allocated on GPU; on CPU the
+running sum of the profiler's allocation records (op granularity; tracemalloc cannot see
+PyTorch's CPU allocator).
 """
 from __future__ import annotations
 
@@ -127,6 +129,22 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_peak_mib(fn) -> float:
+    """Peak CPU tensor memory allocated by ``fn`` (MiB), from the profiler's allocation records.
+
+    Running sum of every op's own allocations and frees in time order: exact at op granularity
+    (an allocation freed inside the same op is not seen), and it excludes Python-side objects.
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
 def measure(fn, params: list[torch.Tensor], device: torch.device, repeats: int, warmup: int,
             stat: str = "median"):
     """Median (or min) seconds of fn() + backward over ``repeats`` runs, and peak MiB above the inputs."""
@@ -138,16 +156,19 @@ def measure(fn, params: list[torch.Tensor], device: torch.device, repeats: int, 
     for _ in range(warmup):
         step()
     sync(device)
-    peak = None
+    for p in params:
+        p.grad = None
     if device.type == "cuda":
-        for p in params:
-            p.grad = None
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         sync(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    elif device.type == "cpu":
+        peak = cpu_peak_mib(step)
+    else:
+        peak = None
     times = []
     for _ in range(repeats):
         sync(device)
@@ -219,9 +240,13 @@ def main(argv=None) -> None:
     parser.add_argument("--losses", default="BCL,KCL k=6,FCL,SupCon,LA-CE", help="comma list")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="statistic over the timed runs (min is steadier on a shared CPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 avoids OpenMP stalls on a busy shared CPU)")
     parser.add_argument("--skip-authors", action="store_true", help="time only ours and the bound")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats or (20 if device.type == "cuda" else 3)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     wanted = set(args.losses.split(","))

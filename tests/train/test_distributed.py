@@ -7,6 +7,8 @@ sums the ranks' gradients); a DDP-style average of parameter gradients over rank
 the single-process gradient of L.
 """
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -119,14 +121,27 @@ def _worker(rank, init_file):
         _check_contrastive(rank, SupConLoss(temperature=0.2), use_protos=False)
         _check_contrastive(rank, BCLLoss(C, temperature=0.2), use_protos=True)
         _check_kcl(rank)
+        print(f"rank ok {rank}", flush=True)
     finally:
         dist.destroy_process_group()
+
+
+def _spawn(init_file: str) -> None:
+    # Raises ProcessRaisedException (with the child's traceback) if any assertion fails.
+    mp.spawn(_worker, args=(init_file,), nprocs=WORLD, join=True)
 
 
 @pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
-    init_file = os.path.join(tmp_path, "pg_init")
-    # Raises ProcessRaisedException (with the child's traceback) if any assertion fails.
-    mp.spawn(_worker, args=(init_file,), nprocs=WORLD, join=True)
+    # Run this file as a script: the spawned workers then import it as __main__'s path, which works
+    # whatever import mode pytest uses for test modules.
+    proc = subprocess.run([sys.executable, __file__, str(tmp_path / "pg_init")], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, f"2-process run failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
+    assert proc.stdout.count("rank ok") == WORLD, proc.stdout
+
+
+if __name__ == "__main__":
+    _spawn(sys.argv[1])
