@@ -20,8 +20,8 @@ class _BCLFunction(torch.autograd.Function):
     ``dL_i/dx_ij = softmax_ij - [j in P_i]/|P_i|``. Nothing of size ``[N, C]`` is built besides
     the logits themselves (no one-hot): class counts come from ``index_add_``, the own-prototype
     entries are touched through ``(row, y_i)`` indices. The logits are exponentiated in place and
-    kept for the backward, which rescales them and needs three matmuls (the symmetric view block
-    takes one).
+    kept for the backward, which needs three matmuls (the symmetric view block takes one) and no
+    ``[N, C]`` pass: the prototype block's softmax normaliser is applied as a row scaling.
     """
 
     @staticmethod
@@ -63,19 +63,21 @@ class _BCLFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         z, prototypes, y, e_v, e_p, denom, same, n_y = ctx.saved_tensors
-        n = z.shape[0]
         inv_denom, inv_pos = denom.reciprocal()[:, None], n_y.reciprocal()  # [N, 1], [N]
         g_v = (e_v * inv_denom).addcmul_(same, inv_pos[:, None], value=-1.0)  # [N, N]
-        g_p = e_p * inv_denom  # [N, C]
-        g_p.index_put_((torch.arange(n, device=z.device), y), -inv_pos, accumulate=True)
-        scale = grad_out / (n * ctx.temperature)
+        scale = grad_out / (z.shape[0] * ctx.temperature)
+        # The prototype block's gradient softmax - [c = y_i]/|P_i| is never formed as [N, C]:
+        # its 1/denom is a row scaling and its positive part one prototype row per anchor.
         grad_z = grad_p = None
         if ctx.needs_input_grad[0]:
-            # z is both anchor (rows) and column: (G + G^T) @ z, plus the prototype block.
-            grad_z = torch.mm(g_p, prototypes)  # [N, C] @ [C, D] -> [N, D]
+            grad_z = torch.mm(e_p, prototypes).mul_(inv_denom)  # [N, C] @ [C, D] -> [N, D]
+            grad_z.addcmul_(prototypes[y], inv_pos[:, None], value=-1.0)
+            # z is both anchor (rows) and column of the view block: (G + G^T) @ z
             grad_z.addmm_(g_v + g_v.T, z).mul_(scale)  # [N, N] @ [N, D] -> [N, D]
         if ctx.needs_input_grad[1]:
-            grad_p = torch.mm(g_p.T, z).mul_(scale)  # [C, N] @ [N, D] -> [C, D]
+            grad_p = torch.mm(e_p.T, z * inv_denom)  # [C, N] @ [N, D] -> [C, D]
+            grad_p.index_add_(0, y, z * inv_pos[:, None], alpha=-1.0)
+            grad_p.mul_(scale)
         return grad_z, grad_p, None, None
 
 

@@ -80,9 +80,12 @@ class _KCLFunction(torch.autograd.Function):
     """Loss and hand-written gradient.
 
     The ``[B, K]`` logits dominate time and memory, so they live in a single buffer: the forward
-    exponentiates them in place (after reading the positives) and keeps them for the backward,
-    which only rescales them into the softmax; no zero-filled scatter, no concatenation with the
-    own-key column.
+    exponentiates them in place (after reading the positives) and keeps them for the backward.
+    There, ``softmax @ queue = diag(1/denom) (exp_logits @ queue)``, and the few drawn positives
+    are gathered rows, so the query gradient needs no ``[B, K]`` pass besides the matmul itself.
+    A dense ``[B, K]`` gradient is built only when the queue needs a gradient or the positive
+    set is wide (FCL on a large class), where gathering ``k' * D`` values per anchor would cost
+    more than a ``[B, K]`` pass.
     """
 
     @staticmethod
@@ -113,13 +116,21 @@ class _KCLFunction(torch.autograd.Function):
         scale = grad_out / ctx.batch
         inv_denom = denom.reciprocal()  # [B]
         # dL_i/dlogit = softmax over {own key, queue} - positive weight (scale applied on [., D]).
-        g_neg = e_neg * inv_denom[:, None]  # [B, K]
-        g_neg.scatter_add_(1, index, -w_pos)
-        g_pos = e_pos * inv_denom - w_own  # [B]
+        g_pos = e_pos * inv_denom - w_own  # [B], own-key column
+        g_neg = None
+        if ctx.needs_input_grad[2] or index.shape[1] * queue.shape[1] > queue.shape[0]:
+            g_neg = e_neg * inv_denom[:, None]  # [B, K]
+            g_neg.scatter_add_(1, index, -w_pos)
         grad_q = grad_k = grad_queue = None
         if ctx.needs_input_grad[0]:
-            # [B, K] @ [K, D] -> [B, D], plus the own-key column
-            grad_q = torch.addmm(g_pos[:, None] * key, g_neg, queue).mul_(scale / ctx.temperature)
+            if g_neg is not None:
+                grad_q = torch.addmm(g_pos[:, None] * key, g_neg, queue)  # [B, K] @ [K, D] -> [B, D]
+            else:
+                grad_q = torch.mm(e_neg, queue).mul_(inv_denom[:, None])  # [B, K] @ [K, D] -> [B, D]
+                grad_q.addcmul_(g_pos[:, None], key)
+                # - sum_k w_ik z_{index_ik}: [B, 1, k'] @ [B, k', D] -> [B, 1, D]
+                grad_q.sub_(torch.bmm(w_pos[:, None, :], queue[index]).squeeze(1))
+            grad_q.mul_(scale / ctx.temperature)
         if ctx.needs_input_grad[1]:
             grad_k = (g_pos[:, None] * qt).mul_(scale)  # [B, D]
         if ctx.needs_input_grad[2]:

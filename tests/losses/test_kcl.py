@@ -207,3 +207,27 @@ def test_empty_batch_error(data):
     _, _, _, queue, queue_labels = data
     with pytest.raises(ValueError, match="empty batch"):
         KCLLoss()(unit(0, 5), unit(0, 5), torch.zeros(0, dtype=torch.long), queue, queue_labels)
+
+
+@pytest.mark.parametrize("k", [2, None])
+def test_query_gradient_sparse_and_dense_paths(k):
+    # Queue without gradient and k' * D <= K: the backward gathers the positive rows instead of
+    # forming the [B, K] gradient (k=2); FCL on wide classes takes the dense path.
+    b, qk, d = 5, 48, 4
+    query, key, queue = unit(b, d, seed=11).requires_grad_(), unit(b, d, seed=12), unit(qk, d, seed=13)
+    labels = torch.tensor([0, 1, 2, 1, 0])
+    queue_labels = torch.randint(-1, 3, (qk,), generator=torch.Generator().manual_seed(4))
+    loss = KCLLoss(k=k, temperature=0.3)(query, key, labels, queue, queue_labels,
+                                         generator=torch.Generator().manual_seed(5))
+    index, valid = draw_queue_positives(labels, queue_labels, k, torch.Generator().manual_seed(5))
+    assert (index.shape[1] * d > qk) == (k is None)  # the path this case is meant to take
+    ref = kcl_reference(query, key, queue, [index[i][valid[i]].tolist() for i in range(b)], 0.3)
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(loss, query)[0], torch.autograd.grad(ref, query)[0],
+                               atol=1e-6, rtol=1e-6)
+
+    def fn(q):
+        return KCLLoss(k=k, temperature=0.3)(q, key, labels, queue, queue_labels,
+                                             generator=torch.Generator().manual_seed(5))
+
+    assert torch.autograd.gradcheck(fn, (query,))
