@@ -106,20 +106,37 @@ def _read_yaml_or_json(path: Path) -> dict:
     return data
 
 
+def _config_json_train_config(path: Path) -> dict:
+    """``kcl_models.train_config`` of a Hub folder's ``config.json`` (written by kcl_models.hub)."""
+    try:
+        cfg = json.loads(path.read_text()).get("kcl_models") or {}
+        return dict(cfg.get("train_config") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
 def _training_config(folder: Path) -> dict:
-    """The training config next to an exported model: ``<dir>/train_config.yaml`` or the trainer's
-    layout (``<out>/model`` with ``<out>/config.yaml``, ``<out>/train_metrics.json``)."""
+    """The training config that came with an exported model, first found of:
+    ``config.json``'s ``kcl_models.train_config`` (a ``kcl_models.hub`` folder),
+    ``<dir>/train_config.yaml|json``, or the trainer's layout (``<out>/model`` next to
+    ``<out>/config.yaml`` or ``<out>/train_metrics.json``). ``{}`` if none."""
+    found = _config_json_train_config(folder / "config.json")
+    if found:
+        return found
     for cand in (folder / "train_config.yaml", folder / "train_config.json", folder.parent / "config.yaml"):
         if cand.is_file():
             try:
-                return _read_yaml_or_json(cand)
+                data = _read_yaml_or_json(cand)
             except Exception:  # noqa: BLE001 - provenance is optional; a bad file must not stop eval
                 continue
+            # a stray config.yaml one level up is only taken if it looks like a TrainConfig
+            if cand.parent == folder or {"data", "model", "method"} <= set(data):
+                return data
     metrics = folder.parent / "train_metrics.json"
     if metrics.is_file():
         try:
             return dict(json.loads(metrics.read_text()).get("config") or {})
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             return {}
     return {}
 
@@ -216,7 +233,9 @@ def load_model(spec: str, *, arch: str | None = None, pretrained: bool = False,
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EvalError(f"cannot load '{spec}': {type(err).__name__}: {first}") from None
         if spec.startswith("hf-hub:"):
-            weights_path = _cached_hub_weights(spec[len("hf-hub:"):])
+            weights_path = _cached_hub_file(spec[len("hf-hub:"):], ("model.safetensors", "pytorch_model.bin"))
+            cfg_json = _cached_hub_file(spec[len("hf-hub:"):], ("config.json",))
+            config = _config_json_train_config(cfg_json) if cfg_json else {}
         arch_name = model.pretrained_cfg.get("architecture") or type(model).__name__
         return LoadedModel(model, spec, arch_name, spec, weights_path, model.num_classes > 0, config)
 
@@ -240,13 +259,14 @@ def load_model(spec: str, *, arch: str | None = None, pretrained: bool = False,
                        model.num_classes > 0)
 
 
-def _cached_hub_weights(repo: str) -> Path | None:
+def _cached_hub_file(repo: str, names: tuple[str, ...]) -> Path | None:
+    """Local path of the first of ``names`` in the HF cache (timm downloaded it just before)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
     repo_id, _, revision = repo.partition("@")
-    for fname in ("model.safetensors", "pytorch_model.bin"):
+    for fname in names:
         hit = try_to_load_from_cache(repo_id, fname, revision=revision or None)
         if isinstance(hit, str):
             return Path(hit)

@@ -12,6 +12,9 @@ import kcl_models  # noqa: F401
 from kcl_models.eval.cli import main
 from kcl_models.eval.report import load_results
 
+TRAIN_CFG = {"method": "kcl", "model": "resnet32_kcl.digits_lt", "data": "digits-lt", "seed": 0,
+             "imbalance_factor": 100.0, "epochs": 3}
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -20,7 +23,7 @@ def run_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = timm.create_model("resnet32_kcl.digits_lt", num_classes=10)
     timm.models.save_for_hf(model, str(root / "train" / "model"), safe_serialization=True)
-    (root / "train" / "config.yaml").write_text(yaml.safe_dump({"method": "kcl", "epochs": 3}))
+    (root / "train" / "config.yaml").write_text(yaml.safe_dump(TRAIN_CFG))
     (root / "ood.txt").write_text("# digits unseen in pre-training\n7\n8\n9\n")
     return root
 
@@ -30,7 +33,7 @@ def evaluated(run_dir):
     from accelerate.state import AcceleratorState
     AcceleratorState._reset_state(True)
     out = run_dir / "eval"
-    rc = main(["--model", f"local-dir:{run_dir / 'train' / 'model'}", "--data", "digits-lt", "--output",
+    rc = main(["--model", f"local-dir:{run_dir / 'train' / 'model'}", "--output",  # data from config.yaml
                str(out), "--workers", "0", "--batch-size", "256", "--probe", "linear", "knn",
                "--probe-epochs", "5", "--ood-split", str(run_dir / "ood.txt"), "--no-progress"])
     assert rc == 0
@@ -47,7 +50,7 @@ def test_end_to_end_digits(evaluated, run_dir, capsys):
     assert res["model"]["architecture"] == "resnet32_kcl"
     weights = run_dir / "train" / "model" / "model.safetensors"
     assert res["model"]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert res["config"] == {"method": "kcl", "epochs": 3}  # picked up from the trainer layout
+    assert res["config"] == TRAIN_CFG  # picked up from the trainer layout
     assert res["eval_settings"] == {"sigma": 0.01, "ece_bins": 15}
     assert set(res["probes"]) == {"linear_probe", "knn", "open_set"}
     assert res["probes"]["open_set"]["target_classes"] == [7, 8, 9]
@@ -163,11 +166,16 @@ def test_hf_hub_model_from_offline_cache(run_dir, tmp_path, monkeypatch):
     repo = cache / "models--org--tiny"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(run_dir / "train" / "model", repo / "snapshots" / commit)
+    snap = repo / "snapshots" / commit
+    shutil.copytree(run_dir / "train" / "model", snap)
+    cfg = json.loads((snap / "config.json").read_text())
+    cfg["kcl_models"] = {"train_config": {"data": "digits-lt", "seed": 2}}  # as kcl_models.hub writes
+    (snap / "config.json").write_text(json.dumps(cfg))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     loaded = load_model("hf-hub:org/tiny")
     assert loaded.architecture == "resnet32_kcl" and loaded.model.num_classes == 10
     assert loaded.weights_path is not None and loaded.weights_path.name == "model.safetensors"
+    assert loaded.config == {"data": "digits-lt", "seed": 2}
     with pytest.raises(ValueError, match="cannot load 'hf-hub:org/missing'"):
         load_model("hf-hub:org/missing")
