@@ -8,7 +8,7 @@ from timm.models import build_model_with_cfg
 
 HUB_ORG = "kcl-models"
 
-KCL_PAPER = "arxiv:2010.10599"   # Kang et al., Exploring Balanced Feature Spaces (ICLR 2021)
+KCL_PAPER = "https://openreview.net/forum?id=OqtLIabPTit"  # Kang et al., ICLR 2021
 BCL_PAPER = "arxiv:2207.09052"   # Zhu et al., Balanced Contrastive Learning (CVPR 2022)
 KCL_PAPER_NAME = "Exploring Balanced Feature Spaces for Representation Learning"
 BCL_PAPER_NAME = "Balanced Contrastive Learning for Long-Tailed Visual Recognition"

@@ -31,7 +31,7 @@ __all__ = ["CifarResNet"]
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 # Pixel statistics of scikit-learn's digits (values / 16), replicated to three channels.
-DIGITS_MEAN, DIGITS_STD = (0.3036,) * 3, (0.3795,) * 3
+DIGITS_MEAN, DIGITS_STD = (0.3053,) * 3, (0.3760,) * 3
 
 
 class BasicBlockA(nn.Module):
@@ -175,16 +175,16 @@ default_cfgs = generate_default_cfgs({
         "with configs/cifar10_lt_bcl.yaml."),
     "resnet32_bcl.digits_lt": _cfg(
         "resnet32_bcl.digits_lt", 10, DIGITS_MEAN, DIGITS_STD, BCL_PAPER, BCL_PAPER_NAME,
-        "digits-LT IF100 (scikit-learn digits, 8x8 up-sampled to 32x32), trained by this project "
-        "with configs/digits_bcl.yaml."),
+        "digits-LT IF100 (scikit-learn digits, 8x8 up-sampled to 16x16), trained by this project "
+        "with configs/digits_bcl.yaml.", input_size=(3, 16, 16)),
     "resnet32_kcl.cifar100_lt_if100": _cfg(
         "resnet32_kcl.cifar100_lt_if100", 100, CIFAR100_MEAN, CIFAR100_STD, KCL_PAPER, KCL_PAPER_NAME,
         "CIFAR-100-LT IF100; the KCL paper reports no CIFAR number; weights: train with "
         "configs/cifar100_lt_kcl.yaml."),
     "resnet32_kcl.digits_lt": _cfg(
         "resnet32_kcl.digits_lt", 10, DIGITS_MEAN, DIGITS_STD, KCL_PAPER, KCL_PAPER_NAME,
-        "digits-LT IF100 (scikit-learn digits, 8x8 up-sampled to 32x32), KCL + cRT trained by this "
-        "project with configs/digits_kcl.yaml."),
+        "digits-LT IF100 (scikit-learn digits, 8x8 up-sampled to 16x16), KCL + cRT trained by this "
+        "project with configs/digits_kcl.yaml.", input_size=(3, 16, 16)),
 })
 
 

@@ -44,10 +44,11 @@ class CosineResNet(ResNet):
 
 def _cfg(variant: str, num_classes: int, paper: str, paper_name: str, notes: str,
          **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("license", "apache-2.0")
     return dict(
         hf_hub_id=hub_id(variant), num_classes=num_classes, input_size=(3, 224, 224),
         pool_size=(7, 7), crop_pct=0.875, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD, first_conv="conv1", classifier="fc", license="apache-2.0",
+        std=IMAGENET_DEFAULT_STD, first_conv="conv1", classifier="fc",
         paper_ids=paper, paper_name=paper_name, notes=notes, **kwargs,
     )
 
@@ -73,7 +74,7 @@ default_cfgs = generate_default_cfgs({
     "resnext50_32x4d_bcl.imagenet_lt": _cfg(
         "resnext50_32x4d_bcl.imagenet_lt", 1000, BCL_PAPER, BCL_PAPER_NAME,
         "ImageNet-LT, paper top-1 57.1 (released checkpoint 57.2-57.8); convert the authors' "
-        "checkpoint with hub/convert.py bcl."),
+        "checkpoint with hub/convert.py bcl.", license="mit"),  # the authors' release is MIT
 })
 
 

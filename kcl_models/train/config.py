@@ -89,6 +89,7 @@ class TrainConfig:
     log_with: str | None = "tensorboard"
     log_every: int = 10
     max_steps: int | None = None         # stop after this many optimizer steps (smoke tests)
+    overfit_batches: int = 0             # >0: train on the first N batches only (sanity check)
     debug_checks: bool = False           # record cross-rank consistency checks (tests)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 

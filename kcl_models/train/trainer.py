@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import re
 import time
 import warnings
@@ -78,7 +79,44 @@ class SchedulerState:
 def _loader(ds, batch_size: int, cfg: TrainConfig, sampler=None, train: bool = True) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       drop_last=train, num_workers=cfg.workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=cfg.workers > 0)
+                      collate_fn=getattr(ds, "collate_fn", None))  # workers re-created per epoch: they
+    # must see the dataset's new epoch (EpochSeededDataset), so no persistent_workers
+
+
+class EpochSeededDataset(torch.utils.data.Dataset):
+    """Augmentation randomness as a pure function of ``(seed, epoch, index)``.
+
+    Each item's transforms run under RNGs seeded from its index and the epoch (the global RNG
+    states are restored afterwards). A resumed run therefore re-creates exactly the views of the
+    uninterrupted one, whatever the loader prefetched before the checkpoint and however many
+    workers there are. Also keeps the dataset interface the trainer relies on.
+    """
+
+    def __init__(self, dataset, seed: int, indices: list[int] | None = None) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self.indices = indices
+        targets = dataset.targets
+        self.targets = [targets[i] for i in indices] if indices is not None else list(targets)
+        self.num_classes, self.classes = dataset.num_classes, dataset.classes
+        self.class_counts = dataset.class_counts
+        self.collate_fn = getattr(dataset, "collate_fn", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item_seed = (self.seed * 0x9E3779B1 + self.epoch * 0x85EBCA77 + index * 0xC2B2AE3D) % (2**63)
+        torch_state, py_state = torch.get_rng_state(), random.getstate()
+        torch.manual_seed(item_seed)
+        random.seed(item_seed)
+        try:
+            return self.dataset[self.indices[index] if self.indices is not None else index]
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(py_state)
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
@@ -135,12 +173,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"(e.g. class {few[0]}: {counts[few[0]]}); their anchors use the positives available")
 
     global_batch = cfg.batch_size * accelerator.num_processes
+    if cfg.skip_corrupt and accelerator.num_processes > 1 and cfg.method not in ("ce", "la"):
+        raise ValueError("skip_corrupt shortens batches, but contrastive features are gathered in equal-size "
+                         "batches across processes: use skip_corrupt with ce/la only, or one process, or "
+                         "remove the unreadable files (the error names them)")
     if cfg.method == "kcl" and cfg.queue_size % global_batch:
         raise ValueError(f"queue_size={cfg.queue_size} must be divisible by the global batch "
                          f"{global_batch} (batch_size {cfg.batch_size} x {accelerator.num_processes} processes)")
     if len(train_ds) < global_batch:
         raise ValueError(f"the training set has {len(train_ds)} images, fewer than one global batch "
                          f"({global_batch}); lower batch_size")
+    keep = list(range(min(len(train_ds), cfg.overfit_batches * global_batch))) if cfg.overfit_batches else None
+    train_ds = EpochSeededDataset(train_ds, cfg.seed, keep)
     train_loader = _loader(train_ds, cfg.batch_size, cfg, build_sampler(cfg.sampler, train_ds.targets, cfg.seed))
     test_loader = _loader(test_ds, cfg.batch_size, cfg, train=False)
 
@@ -177,7 +221,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     objects = [model, optimizer, train_loader, test_loader]
     if classifier is not None:
         crt_tf = build_train_transform("plain", size, mean, std, randaug=None)
-        crt_ds = build_dataset(cfg.data, "train", transform=crt_tf, split_file=cfg.train_split, **data_kw)
+        crt_ds = EpochSeededDataset(build_dataset(cfg.data, "train", transform=crt_tf, split_file=cfg.train_split,
+                                                  **data_kw), cfg.seed + 1)
         crt_bs = cfg.crt_batch_size or cfg.batch_size
         crt_loader = _loader(crt_ds, crt_bs, cfg, build_sampler(cfg.crt_sampler, crt_ds.targets, cfg.seed + 1))
         crt_opt = create_optimizer_v2(classifier, opt="sgd", lr=cfg.crt_lr, weight_decay=0.0, momentum=0.9)
@@ -219,6 +264,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             state.last_checkpoint = str(_latest_checkpoint(out))
             cfg.save(Path(state.last_checkpoint) / "config.yaml")
 
+    loss_history: list[float] = []
+    timing = {"seconds": 0.0, "images": 0}
     checks: dict[str, Any] = {"world_size": accelerator.num_processes, "gathered_batch": set(),
                               "key_encoder_in_sync": True, "queue_in_sync": True}
 
@@ -291,16 +338,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for epoch in range(state.epoch if state.stage == stage else 0, epochs):
             state.stage, state.epoch = stage, epoch
             loader.set_epoch(epoch)
+            loader.dataset.set_epoch(epoch)
             if hasattr(loader.batch_sampler, "sampler") and hasattr(loader.batch_sampler.sampler, "set_epoch"):
                 loader.batch_sampler.sampler.set_epoch(epoch)
             skip = state.batch_in_epoch
-            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+            epoch_loader = loader
+            if skip:
+                # resuming mid-epoch: the DataLoader iterator draws its base seed from the global
+                # RNG, which the uninterrupted run did at the epoch start; undo that draw so the
+                # restored global RNG stream (e.g. dropout) continues where it was saved
+                rng = torch.get_rng_state()
+                epoch_loader = iter(accelerator.skip_first_batches(loader, skip))
+                torch.set_rng_state(rng)
             for m in train_modules:
                 m.train()
             bar = tqdm(total=len(loader), initial=skip, disable=not main, dynamic_ncols=True,
                        desc=f"stage {stage} epoch {epoch + 1}/{epochs}")
             tic, seen = time.perf_counter(), 0
             for batch in epoch_loader:
+                if batch is None:  # every image of this batch was unreadable (skip policy)
+                    state.batch_in_epoch += 1
+                    continue
                 step_gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + state.global_step)
                 with accelerator.accumulate(*train_modules):
                     loss, n_images = step_fn(batch, step_gen)
@@ -316,6 +374,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.update(1)
                 if accelerator.sync_gradients:
                     state.global_step += 1
+                    loss_history.append(float(accelerator.reduce(loss.detach(), "mean")))
                     sched.step_update(num_updates=state.global_step)
                     if key_encoder is not None and stage == 1:
                         momentum_update(accelerator.unwrap_model(model), key_encoder, cfg.moco_m)
@@ -336,6 +395,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     if cfg.max_steps and state.global_step >= cfg.max_steps:
                         break
             bar.close()
+            if stage == 1:
+                timing["seconds"] += time.perf_counter() - tic
+                timing["images"] += seen
             done = cfg.max_steps and state.global_step >= cfg.max_steps
             if not done:
                 state.epoch, state.batch_in_epoch = epoch + 1, 0
@@ -387,13 +449,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if not metrics and not cfg.max_steps:
         metrics = evaluate(export, "final")
+    if hasattr(train_ds.dataset, "report_skipped"):
+        train_ds.dataset.report_skipped()
     if main:
         export_dir = out / "model"
         timm.models.save_for_hf(copy.deepcopy(export).cpu().float(), str(export_dir),
                                 model_config={"label_names": list(train_ds.classes)},
                                 safe_serialization=True)
         (out / "train_metrics.json").write_text(json.dumps(
-            {"metrics": metrics, "config": cfg.to_dict(), "class_counts": counts}, indent=2, default=str))
+            {"metrics": metrics, "config": cfg.to_dict(), "class_counts": counts, "loss_history": loss_history,
+             "timing": timing},
+            indent=2, default=str))
         if cfg.debug_checks:
             checks["gathered_batch"] = sorted(checks["gathered_batch"])
             (out / "debug_checks.json").write_text(json.dumps(checks, indent=2))

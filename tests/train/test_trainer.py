@@ -1,0 +1,104 @@
+"""End-to-end trainer tests on digits-LT (CPU, in-process single rank)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import kcl_models  # noqa: F401
+from kcl_models.train import trainer as trainer_mod
+from kcl_models.train.config import load_config
+from kcl_models.train.trainer import NonFiniteLossError, train
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+# 8x8 inputs (the digits' native size) keep every CPU run short; the model is size-agnostic
+FAST = dict(log_with=None, eval_every=0, warmup_epochs=0, workers=0, input_size=8, data_kwargs={"img_size": 8},
+            checkpoint_every=1000)
+
+
+def _cfg(method: str, tmp_path: Path, **kw):
+    values = dict(FAST, output_dir=str(tmp_path / method))
+    values.update(kw)
+    return load_config(CONFIGS / f"digits_{method}.yaml", values)
+
+
+@pytest.mark.parametrize("method", ["ce", "la", "supcon", "kcl", "bcl"])
+def test_loss_decreases_on_a_fixed_batch(method, tmp_path):
+    # one batch repeated (overfit_batches=1, no sampler noise); lr kept small so SGD descends
+    cfg = _cfg(method, tmp_path, overfit_batches=1, batch_size=32, epochs=24, crt_epochs=1, lr=0.05,
+               queue_size=64, randaug=None)
+    train(cfg)
+    history = json.loads((Path(cfg.output_dir) / "train_metrics.json").read_text())["loss_history"]
+    stage1 = history[:24]
+    assert len(stage1) == 24 and all(map(torch.isfinite, torch.tensor(stage1)))
+    first, last = sum(stage1[:4]) / 4, sum(stage1[-4:]) / 4
+    assert last < first, f"{method}: loss did not decrease ({first:.4f} -> {last:.4f})"
+
+
+def test_exported_folder_loads_with_timm_and_matches(tmp_path):
+    cfg = _cfg("kcl", tmp_path, epochs=1, crt_epochs=1, queue_size=64, batch_size=32)
+    metrics = train(cfg)
+    assert {"top1", "many", "medium", "few", "balancedness"} <= set(metrics)
+    folder = Path(cfg.output_dir) / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet32_kcl" and config["num_classes"] == 10
+    weights = load_file(str(folder / "model.safetensors"))
+    assert "fc.weight" in weights and not any(k.startswith(("head", "key", "queue")) for k in weights)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(3, 3, 8, 8)
+    ref = timm.create_model("resnet32_kcl", num_classes=10).eval()
+    ref.load_state_dict(weights)
+    assert torch.equal(model(x), ref(x))
+
+
+def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
+    common = dict(epochs=2, batch_size=32, checkpoint_every=2, keep_checkpoints=5, lr=0.05, randaug=None)
+    full = _cfg("bcl", tmp_path / "full", **common)
+    train(full)
+    # "killed" after step 3 of epoch 0: only the step-2 checkpoint survives
+    part = _cfg("bcl", tmp_path / "part", max_steps=3, **common)
+    train(part)
+    ckpts = sorted((Path(part.output_dir) / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["checkpoint_0"]
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    AcceleratorState._reset_state(True), GradientState._reset_state(), PartialState._reset_state()
+    resumed = _cfg("bcl", tmp_path / "part", resume="auto", **common)
+    train(resumed)
+    a = load_file(str(Path(full.output_dir) / "model" / "model.safetensors"))
+    b = load_file(str(Path(resumed.output_dir) / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypatch):
+    real = trainer_mod.LogitAdjustedLoss
+
+    class PoisonedLoss(real):
+        calls = 0
+
+        def forward(self, logits, labels):
+            PoisonedLoss.calls += 1
+            loss = super().forward(logits, labels)
+            return loss * float("nan") if PoisonedLoss.calls == 4 else loss
+
+    monkeypatch.setattr(trainer_mod, "LogitAdjustedLoss", PoisonedLoss)
+    cfg = _cfg("ce", tmp_path, epochs=2, batch_size=32, checkpoint_every=1, keep_checkpoints=10)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at stage 1 epoch 0 batch 3"):
+        train(cfg)
+    ckpts = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
+    assert ckpts == ["checkpoint_0", "checkpoint_1", "checkpoint_2"]
+    assert (Path(cfg.output_dir) / "checkpoints" / "checkpoint_2" / "config.yaml").is_file()
+
+
+def test_bad_configs_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"num_classes=7 does not match the data 'digits-lt', which has 10"):
+        train(_cfg("ce", tmp_path, num_classes=7))
+    with pytest.raises(ValueError, match=r"queue_size=100 must be divisible by the global batch 32"):
+        train(_cfg("kcl", tmp_path, queue_size=100, batch_size=32))
+    with pytest.raises(ValueError, match="unknown model"):
+        train(_cfg("ce", tmp_path, model="resnet33_nope"))
