@@ -119,6 +119,24 @@ class EpochSeededDataset(torch.utils.data.Dataset):
             random.setstate(py_state)
 
 
+def average_buffers(module: nn.Module, world_size: int) -> None:
+    """Average floating-point buffers (BN running statistics) across processes in one collective.
+
+    The key encoder sits outside DDP, so its BN statistics would drift apart rank by rank; the
+    average is what SyncBN's running statistics would hold, and keeps every rank's copy identical.
+    """
+    if world_size < 2:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = _flatten_dense_tensors(buffers)
+    torch.distributed.all_reduce(flat)
+    for buf, avg in zip(buffers, _unflatten_dense_tensors(flat.div_(world_size), buffers)):
+        buf.copy_(avg)
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
     ckpts = sorted((output_dir / "checkpoints").glob("checkpoint_*"),
                    key=lambda p: int(re.sub(r"\D", "", p.name) or -1))
@@ -378,6 +396,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     sched.step_update(num_updates=state.global_step)
                     if key_encoder is not None and stage == 1:
                         momentum_update(accelerator.unwrap_model(model), key_encoder, cfg.moco_m)
+                        average_buffers(key_encoder, accelerator.num_processes)
                         if cfg.debug_checks:
                             sums = accelerator.gather(torch.stack([
                                 _checksum(*key_encoder.state_dict().values()),
