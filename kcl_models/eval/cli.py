@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-split", help="evaluation split name or split file; default: training "
                    "config's, else 'test'")
     p.add_argument("--imbalance-factor", type=float, help="imbalance of the generated long-tailed train "
-                   "split (digits-lt, hf:, imagefolder:); default: training config's, else 100")
+                   "split (digits-lt, hf:, imagefolder:; 1 = use the train split as it is); default: "
+                   "training config's, else 100")
     p.add_argument("--num-classes", type=int, help="number of classes (split-file/hf: when not inferable)")
     p.add_argument("--data-seed", type=int, help="seed of the generated splits (digits-LT's test hold-out "
                    "too); default: the training config's seed, else 0")
