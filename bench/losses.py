@@ -145,38 +145,45 @@ def cpu_peak_mib(fn) -> float:
     return peak / 2**20
 
 
-def measure(fn, params: list[torch.Tensor], device: torch.device, repeats: int, warmup: int,
-            stat: str = "median"):
-    """Median (or min) seconds of fn() + backward over ``repeats`` runs, and peak MiB above the inputs."""
-    def step():
+def measure(variants: dict, device: torch.device, repeats: int, warmup: int, stat: str = "median") -> dict:
+    """Seconds (median or min over ``repeats``) and peak MiB above the inputs of each variant.
+
+    The variants are timed round-robin (one run of each per round), so a change in machine load
+    during the measurement affects them alike.
+    """
+    def step(fn, params):
         for p in params:
             p.grad = None
         fn()
 
-    for _ in range(warmup):
-        step()
-    sync(device)
-    for p in params:
-        p.grad = None
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
+    peaks = {}
+    for name, (fn, params) in variants.items():
+        for _ in range(warmup):
+            step(fn, params)
         sync(device)
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    elif device.type == "cpu":
-        peak = cpu_peak_mib(step)
-    else:
-        peak = None
-    times = []
+        for p in params:
+            p.grad = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step(fn, params)
+            sync(device)
+            peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        elif device.type == "cpu":
+            peaks[name] = cpu_peak_mib(lambda fn=fn, params=params: step(fn, params))
+        else:
+            peaks[name] = None
+    times = {name: [] for name in variants}
     for _ in range(repeats):
-        sync(device)
-        tic = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - tic)
-    return (min(times) if stat == "min" else statistics.median(times)), peak
+        for name, (fn, params) in variants.items():
+            sync(device)
+            tic = time.perf_counter()
+            step(fn, params)
+            sync(device)
+            times[name].append(time.perf_counter() - tic)
+    pick = min if stat == "min" else statistics.median
+    return {name: (pick(times[name]), peaks[name]) for name in variants}
 
 
 def cases(scale: Scale, device: torch.device, gen: torch.Generator):
@@ -266,11 +273,9 @@ def main(argv=None) -> None:
         for loss_name, variants, agree in cases(SCALES[scale_name], device, gen):
             if loss_name not in wanted:
                 continue
-            res = {}
-            for variant, (fn, params) in variants.items():
-                if variant == "authors" and args.skip_authors:
-                    continue
-                res[variant] = measure(fn, params, device, repeats, warmup, args.stat)
+            if args.skip_authors:
+                variants.pop("authors", None)
+            res = measure(variants, device, repeats, warmup, args.stat)
             diff = "-"
             if agree is not None and not args.skip_authors:
                 with torch.no_grad():
