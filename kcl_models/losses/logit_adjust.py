@@ -24,9 +24,10 @@ class LogitAdjustedLoss(nn.Module):
     ``tau = 0`` is plain cross-entropy.
 
     Zero-count classes: ``log(0) = -inf`` would make a class unlearnable (and the loss infinite if
-    it ever appears), which almost always means the counts and the label space disagree. The
-    constructor therefore raises, naming the classes; clamp the counts yourself
-    (``[max(n, 1) for n in counts]``) if a class is really absent from training.
+    it ever appears), which almost always means the counts and the label space disagree. With
+    ``tau > 0`` the constructor therefore raises, naming the classes; clamp the counts yourself
+    (``[max(n, 1) for n in counts]``) if a class is really absent from training. With ``tau = 0``
+    the counts are unused and zeros are accepted.
 
     Args:
         class_counts: training images per class, length ``C``, all > 0.
@@ -38,7 +39,7 @@ class LogitAdjustedLoss(nn.Module):
         - output: scalar
     """
 
-    log_prior: torch.Tensor
+    adjustment: torch.Tensor
 
     def __init__(self, class_counts: Sequence[int] | torch.Tensor, tau: float = 1.0) -> None:
         super().__init__()
@@ -50,18 +51,20 @@ class LogitAdjustedLoss(nn.Module):
             bad = torch.nonzero(~torch.isfinite(counts) | (counts < 0)).flatten().tolist()
             raise ValueError(f"LogitAdjustedLoss: class_counts must be finite and >= 0, "
                              f"bad classes {bad[:10]}")
-        zero = torch.nonzero(counts == 0).flatten().tolist()
-        if zero:
-            raise ValueError(
-                f"LogitAdjustedLoss: {len(zero)} class(es) have zero training count (log prior -inf), "
-                f"e.g. classes {zero[:10]}; check num_classes, or clamp the counts to >= 1 on purpose")
         tau = float(tau)
         if not math.isfinite(tau) or tau < 0:
             raise ValueError(f"LogitAdjustedLoss: tau must be finite and >= 0, got {tau}")
+        zero = torch.nonzero(counts == 0).flatten().tolist()
+        if zero and tau > 0:
+            raise ValueError(
+                f"LogitAdjustedLoss: {len(zero)} class(es) have zero training count (log prior -inf), "
+                f"e.g. classes {zero[:10]}; check num_classes, or clamp the counts to >= 1 on purpose")
         self.tau = tau
         self.num_classes = int(counts.numel())
+        # tau * log(pi), precomputed; exactly 0 for tau = 0 (plain CE, zero counts allowed).
         # Non-persistent: derived from the counts, so it never lands in a checkpoint.
-        self.register_buffer("log_prior", (counts / counts.sum()).log().float(), persistent=False)
+        adjust = tau * (counts / counts.sum()).log() if tau > 0 else torch.zeros_like(counts)
+        self.register_buffer("adjustment", adjust.float(), persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_tensor(logits, "logits", 2, "LogitAdjustedLoss", "[B, C]")
@@ -69,7 +72,7 @@ class LogitAdjustedLoss(nn.Module):
             raise ValueError(f"LogitAdjustedLoss: logits have {logits.shape[1]} classes but "
                              f"class_counts has {self.num_classes}")
         check_labels(labels, logits.shape[0], "LogitAdjustedLoss", num_classes=self.num_classes)
-        adjust = (self.tau * self.log_prior).to(dtype=logits.dtype, device=logits.device)
+        adjust = self.adjustment.to(device=logits.device, dtype=logits.dtype)
         return F.cross_entropy(logits + adjust, labels)  # [B, C] + [C]
 
     def extra_repr(self) -> str:

@@ -54,12 +54,16 @@ def test_gradcheck():
 def test_prior_is_not_in_state_dict_and_follows_device():
     crit = LogitAdjustedLoss([3, 1])
     assert crit.state_dict() == {}
-    assert crit.to(torch.float64).log_prior.dtype == torch.float64
+    assert crit.to(torch.float64).adjustment.dtype == torch.float64
 
 
 def test_errors():
     with pytest.raises(ValueError, match=r"zero training count .* classes \[1, 3\]"):
         LogitAdjustedLoss([5, 0, 2, 0])
+    # tau = 0 ignores the prior, so zero counts are fine there (plain CE).
+    logits = torch.randn(2, 4, dtype=torch.float64)
+    torch.testing.assert_close(LogitAdjustedLoss([5, 0, 2, 0], tau=0.0)(logits, torch.tensor([1, 3])),
+                               F.cross_entropy(logits, torch.tensor([1, 3])))
     with pytest.raises(ValueError, match="tau must be finite and >= 0"):
         LogitAdjustedLoss([1, 2], tau=-1)
     with pytest.raises(ValueError, match="non-empty 1-d"):
