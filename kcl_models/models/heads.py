@@ -31,8 +31,9 @@ class CosineClassifier(nn.Module):
         self.in_features = in_features
         self.out_features = num_classes
         self.scale = float(scale)
-        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
-        nn.init.normal_(self.weight, std=0.01)
+        # unit-norm rows, as the authors' NormedLinear: the gradient of a normalised weight scales
+        # with 1/||w||, so a small init would act as a huge learning rate on the classifier
+        self.weight = nn.Parameter(F.normalize(torch.empty(num_classes, in_features).uniform_(-1, 1), dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [B, D] @ [D, C] -> [B, C]

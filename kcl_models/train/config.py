@@ -35,6 +35,7 @@ class TrainConfig:
     imbalance_factor: float = 100.0
     input_size: int | None = None        # None: the model's pretrained cfg
     randaug: str | None = "rand-n2-m10-mstd0.5"
+    hflip: float = 0.5                   # horizontal-flip probability (0 for digits: not flip-invariant)
     sampler: str = "instance"            # instance | class_balanced | sqrt
     workers: int = 0
     skip_corrupt: bool = False           # count and skip unreadable images instead of failing

@@ -170,7 +170,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     mean, std = pcfg.mean, pcfg.std
     data_kw = dict(root=cfg.data_root, imbalance_factor=cfg.imbalance_factor, seed=cfg.seed,
                    on_error="skip" if cfg.skip_corrupt else "raise", **cfg.data_kwargs)
-    train_tf = build_views(cfg.method, size, mean, std, randaug=cfg.randaug)
+    train_tf = build_views(cfg.method, size, mean, std, randaug=cfg.randaug, hflip=cfg.hflip)
     train_ds = build_dataset(cfg.data, "train", transform=train_tf, split_file=cfg.train_split, **data_kw)
     eval_cfg = dict(input_size=(3, size, size), mean=mean, std=std, crop_pct=pcfg.crop_pct,
                     interpolation=pcfg.interpolation)
@@ -238,7 +238,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     schedulers = {"stage1": scheduler}
     objects = [model, optimizer, train_loader, test_loader]
     if classifier is not None:
-        crt_tf = build_train_transform("plain", size, mean, std, randaug=None)
+        crt_tf = build_train_transform("plain", size, mean, std, randaug=None, hflip=cfg.hflip)
         crt_ds = EpochSeededDataset(build_dataset(cfg.data, "train", transform=crt_tf, split_file=cfg.train_split,
                                                   **data_kw), cfg.seed + 1)
         crt_bs = cfg.crt_batch_size or cfg.batch_size
