@@ -52,6 +52,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0      # batches of the current epoch already consumed
     global_step: int = 0         # optimizer updates, all stages
+    stage_step: int = 0          # optimizer updates of the current stage (drives its scheduler)
     queue_filled: bool = False
     last_checkpoint: str | None = None
 
@@ -260,6 +261,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         accelerator.register_for_checkpointing(key_encoder, queue)
 
     # ---- resume ----------------------------------------------------------------------------
+    if not cfg.resume and _latest_checkpoint(out) is not None:
+        raise ValueError(f"output_dir '{out}' already holds checkpoints of an earlier run: pass --resume auto "
+                         f"to continue it, or choose another output_dir")
     if cfg.resume:
         path = _latest_checkpoint(out) if cfg.resume == "auto" else Path(cfg.resume)
         if path is None or not path.exists():
@@ -392,8 +396,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.update(1)
                 if accelerator.sync_gradients:
                     state.global_step += 1
+                    state.stage_step += 1
                     loss_history.append(float(accelerator.reduce(loss.detach(), "mean")))
-                    sched.step_update(num_updates=state.global_step)
+                    sched.step_update(num_updates=state.stage_step)
                     if key_encoder is not None and stage == 1:
                         momentum_update(accelerator.unwrap_model(model), key_encoder, cfg.moco_m)
                         average_buffers(key_encoder, accelerator.num_processes)
@@ -439,7 +444,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics = run_stage(1, cfg.epochs, train_loader, optimizer, scheduler, compute_loss, [model],
                             eval_model)
         if cfg.two_stage and not (cfg.max_steps and state.global_step >= cfg.max_steps):
-            state.stage, state.epoch, state.batch_in_epoch = 2, 0, 0
+            state.stage, state.epoch, state.batch_in_epoch, state.stage_step = 2, 0, 0, 0
 
     # ---- stage 2 (cRT): frozen backbone, class-balanced linear classifier --------------------
     if cfg.two_stage:

@@ -100,5 +100,8 @@ def test_bad_configs_give_clear_errors(tmp_path):
         train(_cfg("ce", tmp_path, num_classes=7))
     with pytest.raises(ValueError, match=r"queue_size=100 must be divisible by the global batch 32"):
         train(_cfg("kcl", tmp_path, queue_size=100, batch_size=32))
+    (tmp_path / "old" / "checkpoints" / "checkpoint_3").mkdir(parents=True)
+    with pytest.raises(ValueError, match="already holds checkpoints of an earlier run: pass --resume auto"):
+        train(_cfg("ce", tmp_path, output_dir=str(tmp_path / "old")))
     with pytest.raises(ValueError, match="unknown model"):
         train(_cfg("ce", tmp_path, model="resnet33_nope"))
