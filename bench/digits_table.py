@@ -51,12 +51,18 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "digits_table")
+    p.add_argument("--from-json", type=Path, default=None, help="re-render the table and plot of earlier runs")
     args, extra = p.parse_known_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(m, s) for m in args.methods for s in args.seeds]
-    with ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda job: run_one(*job, args.out, args.epochs, extra), jobs))
-    (args.out / "digits_table.json").write_text(json.dumps(rows, indent=2))
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        args.methods = [m for m in ("ce", "la", "supcon", "kcl", "bcl") if any(r["method"] == m for r in rows)]
+        args.seeds = sorted({r["seed"] for r in rows})
+    else:
+        jobs = [(m, s) for m in args.methods for s in args.seeds]
+        with ThreadPoolExecutor(args.parallel) as pool:
+            rows = list(pool.map(lambda job: run_one(*job, args.out, args.epochs, extra), jobs))
+        (args.out / "digits_table.json").write_text(json.dumps(rows, indent=2))
 
     cols = METRICS + ("probe_few", "probe_balancedness")
     print(f"\ndigits-LT IF100, mean +- std over seeds {args.seeds} (accuracies in %; balancedness in [0, 1])")

@@ -44,7 +44,7 @@ def test_folder_holds_weights_config_card_results_and_plot(bcl_model, tmp_path):
     assert config["num_classes"] == 10 and config["num_features"] == 64
     assert config["label_names"] == [f"digit_{i}" for i in range(10)]
     assert config["pretrained_cfg"]["tag"] == "digits_lt"
-    assert config["pretrained_cfg"]["mean"] == [0.3036] * 3
+    assert config["pretrained_cfg"]["mean"] == list(timm.models.get_pretrained_cfg(VARIANT).mean)
     assert config["model_args"]["cls_scale"] == 30.0
     prov = config["kcl_models"]
     assert prov["variant"] == VARIANT and prov["method"] == "bcl"
