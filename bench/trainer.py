@@ -41,10 +41,12 @@ def bench_cpu(epochs: int, batch_size: int) -> None:
 
     # bare loop: same data, transform, model, optimizer, loss
     pcfg = timm.models.get_pretrained_cfg(cfg.model)
-    ds = build_dataset("digits-lt", "train", transform=build_views("ce", 32, pcfg.mean, pcfg.std, randaug=None))
+    size = cfg.input_size or pcfg.input_size[-1]
+    views = build_views("ce", size, pcfg.mean, pcfg.std, randaug=cfg.randaug, hflip=cfg.hflip)
+    ds = build_dataset("digits-lt", "train", transform=views, **cfg.data_kwargs)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True)
     model = timm.create_model(cfg.model, num_classes=10).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     images, tic = 0, time.perf_counter()
     for _ in range(epochs):
         for x, y in loader:

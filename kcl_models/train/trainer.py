@@ -111,8 +111,8 @@ class EpochSeededDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         item_seed = (self.seed * 0x9E3779B1 + self.epoch * 0x85EBCA77 + index * 0xC2B2AE3D) % (2**63)
         torch_state, py_state = torch.get_rng_state(), random.getstate()
-        torch.manual_seed(item_seed)
-        random.seed(item_seed)
+        torch.default_generator.manual_seed(item_seed)  # CPU only: torch.manual_seed would also queue a
+        random.seed(item_seed)                          # lazy CUDA seed that records a stack trace per call
         try:
             return self.dataset[self.indices[index] if self.indices is not None else index]
         finally:
