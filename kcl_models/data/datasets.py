@@ -211,6 +211,25 @@ class _ImageDataset(_LabelledDataset):
         return n
 
 
+def _split_lines(split_file: str | os.PathLike):
+    """Yield ``(line number, key, label or None, stripped line)`` for each non-empty line of a split
+    file in the ``<key> [<integer label>]`` format; a line without an integer label keeps the whole
+    line as its key."""
+    with open(split_file, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            parts = line.rsplit(None, 1)
+            label = None
+            if len(parts) == 2:
+                try:
+                    label = int(parts[1])
+                except ValueError:
+                    label = None
+            yield lineno, (parts[0] if label is not None else line), label, line
+
+
 class SplitFileDataset(_ImageDataset):
     """Images listed in a split file (ImageNet-LT / Places-LT / iNaturalist 2018 format).
 
@@ -272,30 +291,19 @@ class SplitFileDataset(_ImageDataset):
         paths: list[str] = []
         targets: list[int] = []
         lines: list[int] = []
-        with open(self.split_file, encoding="utf-8") as f:
-            for lineno, raw in enumerate(f, 1):
-                line = raw.strip()
-                if not line:
-                    continue
-                parts = line.rsplit(None, 1)
-                label = None
-                if len(parts) == 2:
-                    try:
-                        label = int(parts[1])
-                    except ValueError:
-                        label = None
-                if label is None:
-                    raise ValueError(
-                        f"{self.split_file}:{lineno}: malformed line {raw.rstrip(chr(10))!r}: expected "
-                        f"'<relative/path> <integer label>'")
-                if label < 0 or (num_classes is not None and label >= num_classes):
-                    bound = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
-                    raise ValueError(
-                        f"{self.split_file}:{lineno}: label {label} out of range {bound} "
-                        f"for image {parts[0]!r}")
-                paths.append(parts[0])
-                targets.append(label)
-                lines.append(lineno)
+        for lineno, key, label, line in _split_lines(self.split_file):
+            if label is None:
+                raise ValueError(
+                    f"{self.split_file}:{lineno}: malformed line {line!r}: expected "
+                    f"'<relative/path> <integer label>'")
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                bound = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
+                raise ValueError(
+                    f"{self.split_file}:{lineno}: label {label} out of range {bound} "
+                    f"for image {key!r}")
+            paths.append(key)
+            targets.append(label)
+            lines.append(lineno)
         if not paths:
             raise ValueError(f"{self.split_file}: split file lists no images")
         return paths, targets, lines
@@ -496,20 +504,8 @@ def select_by_split_file(hf_dataset: Any, split_file: str | os.PathLike, key: st
     if not os.path.isfile(split_file):
         raise FileNotFoundError(f"split file {split_file!r} not found")
     _hf_check_columns(hf_dataset, [label_column], "dataset")
-    entries: list[tuple[int, str, int | None]] = []  # (line number, key, label or None)
-    with open(split_file, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.rsplit(None, 1)
-            label = None
-            if len(parts) == 2:
-                try:
-                    label = int(parts[1])
-                except ValueError:
-                    label = None
-            entries.append((lineno, parts[0] if label is not None else line, label))
+    # (line number, key, label or None)
+    entries: list[tuple[int, str, int | None]] = [(n, key, label) for n, key, label, _ in _split_lines(split_file)]
     if not entries:
         raise ValueError(f"{split_file}: split file lists no samples")
 
