@@ -54,6 +54,7 @@ class TrainState:
     global_step: int = 0         # optimizer updates, all stages
     stage_step: int = 0          # optimizer updates of the current stage (drives its scheduler)
     queue_filled: bool = False
+    best_top1: float = -1.0
     last_checkpoint: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -343,6 +344,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 queue.enqueue(concat_all_gather(key_encoder(images[1]).float()), concat_all_gather(labels))
         state.queue_filled = True
 
+    def as_timm_model(m: nn.Module) -> nn.Module:
+        """The publishable model: backbone + classifier in one timm module, on the CPU."""
+        if isinstance(m, LinearOnFrozen):
+            merged = copy.deepcopy(m.backbone)
+            merged.reset_classifier(num_classes)
+            merged.get_classifier().load_state_dict(m.classifier.state_dict())
+            return merged.cpu().float()
+        return copy.deepcopy(m).cpu().float()
+
+    def save_timm_folder(m: nn.Module, folder: Path) -> None:
+        timm.models.save_for_hf(as_timm_model(m), str(folder), model_config={"label_names": list(train_ds.classes)},
+                                safe_serialization=True)
+
     def evaluate(eval_model: nn.Module, tag: str) -> dict[str, Any]:
         eval_model.eval()
         logits, targets = predict(eval_model, test_loader, accelerator=accelerator, progress=False)
@@ -353,6 +367,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         step=state.global_step)
         log(f"[{tag}] top1 {metrics['top1']:.2f} | many {metrics['many']} | medium {metrics['medium']} "
             f"| few {metrics['few']} | beta {metrics['balancedness']:.4f}")
+        if metrics["top1"] > state.best_top1:  # best by the evaluation split's top-1 (best/), last in model/
+            state.best_top1 = metrics["top1"]
+            if main:
+                save_timm_folder(eval_model, out / "best")
         return metrics
 
     def run_stage(stage: int, epochs: int, loader, opt, sched, step_fn, train_modules, eval_model) -> dict:
@@ -463,9 +481,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             metrics = run_stage(2, cfg.crt_epochs, crt_loader, crt_opt, schedulers["stage2"], crt_loss,
                                 [classifier], eval_model)
             backbone.requires_grad_(True)
-        export = copy.deepcopy(backbone)
-        export.reset_classifier(num_classes)
-        export.get_classifier().load_state_dict(accelerator.unwrap_model(classifier).state_dict())
+        export = eval_model
     else:
         export = unwrapped.backbone if cfg.method == "bcl" else unwrapped
 
@@ -476,10 +492,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if hasattr(train_ds.dataset, "report_skipped"):
         train_ds.dataset.report_skipped()
     if main:
-        export_dir = out / "model"
-        timm.models.save_for_hf(copy.deepcopy(export).cpu().float(), str(export_dir),
-                                model_config={"label_names": list(train_ds.classes)},
-                                safe_serialization=True)
+        save_timm_folder(export, out / "model")
         (out / "train_metrics.json").write_text(json.dumps(
             {"metrics": metrics, "config": cfg.to_dict(), "class_counts": counts, "loss_history": loss_history,
              "timing": timing},

@@ -55,6 +55,16 @@ def test_exported_folder_loads_with_timm_and_matches(tmp_path):
     assert torch.equal(model(x), ref(x))
 
 
+def test_accumulation_clipping_and_best_checkpoint(tmp_path):
+    cfg = _cfg("ce", tmp_path, epochs=2, batch_size=16, grad_accum_steps=2, clip_grad=0.5, eval_every=1)
+    metrics = train(cfg)
+    out = Path(cfg.output_dir)
+    history = json.loads((out / "train_metrics.json").read_text())["loss_history"]
+    assert len(history) == 2 * -(-(304 // 16) // 2)   # an update per two batches, and at each epoch end
+    assert (out / "best" / "model.safetensors").is_file() and (out / "model" / "model.safetensors").is_file()
+    assert metrics["top1"] >= 0
+
+
 def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
     common = dict(epochs=2, batch_size=32, checkpoint_every=2, keep_checkpoints=5, lr=0.05, randaug=None)
     full = _cfg("bcl", tmp_path / "full", **common)
