@@ -309,8 +309,10 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
             f"{path}: refused by torch.load(weights_only=True): {detail}\n"
             f"  The authors' checkpoints hold only tensors and plain Python values, which load safely; this "
             f"file also pickles other objects, and unpickling them could run arbitrary code, so kcl-models "
-            f"will not do it. If you trust the file, extract the weights yourself and convert that:\n"
-            f"    ckpt = torch.load('{path}', map_location='cpu', weights_only=False)\n"
+            f"will not do it. If you trust the file, allow that one class and keep weights_only=True while "
+            f"you extract the weights, then convert the result:\n"
+            f"    torch.serialization.add_safe_globals([<the class named above>])\n"
+            f"    ckpt = torch.load('{path}', map_location='cpu', weights_only=True)\n"
             f"    torch.save({{'state_dict': ckpt['state_dict']}}, 'weights_only.pth')") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
