@@ -337,6 +337,17 @@ def _pyplot():
     return plt
 
 
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_per_class(results: Mapping, path: str | Path, protocol: str | None = None) -> Path:
     """Per-class accuracy (bars, coloured by shot group) against training frequency (line, log
     scale), classes sorted by training count, with a shaded band per shot group labelled with its
@@ -382,12 +393,7 @@ def plot_per_class(results: Mapping, path: str | Path, protocol: str | None = No
     ax.set_title(f"{results['model']['name']} on {results['data']['name']} ({results['data']['split']}), "
                  f"{label}: top-1 {_fmt(metrics['top1'], 1)}%, beta {_fmt(metrics['balancedness'], 3)}",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_compare(results_list: Sequence[Mapping], path: str | Path,
@@ -417,9 +423,4 @@ def plot_compare(results_list: Sequence[Mapping], path: str | Path,
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(n, 2), frameon=False)
     datas = sorted({f"{r['data']['name']} ({r['data']['split']})" for r in results_list})
     ax.set_title("; ".join(datas), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
