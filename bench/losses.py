@@ -17,10 +17,21 @@ Scales (B=256 images, two views):
 Usage:
   python bench/losses.py                       # cuda if available, all scales
   python bench/losses.py --device cpu --repeats 3 --scales cifar,inat_d128
-Prints a markdown table. Peak memory is the memory allocated above the inputs during one
-forward+backward (gradients included): torch.cuda.max_memory_allocated on GPU; on CPU the
-running sum of the profiler's allocation records (op granularity; tracemalloc cannot see
-PyTorch's CPU allocator).
+Prints a markdown table.
+
+Times. On CUDA the headline "ms" is device time: ``repeats`` calls are queued behind a GPU sleep
+long enough for the host to enqueue them all, and CUDA events time the GPU alone (what a loss
+costs inside a training step, where the model keeps the GPU busy and the host runs ahead). A host
+sync inside a call stalls the queue, so its cost shows up there too. "latency" is the wall time
+of one call between two synchronisations (host overhead included), median or min over the runs.
+On CPU the two are the same and one time is printed. "ours" is called as the trainer calls it
+(``validate_labels=False``: its datasets check labels at load time) and "ours checked" with the
+default label-range check (one host sync per call).
+
+Peak memory is the memory allocated above the inputs during one forward+backward (gradients
+included): torch.cuda.max_memory_allocated on GPU; on CPU the running sum of the profiler's
+allocation records (op granularity; tracemalloc cannot see PyTorch's CPU allocator).
+Kernels: device kernels and memory operations launched by one call (CUDA profiler).
 """
 from __future__ import annotations
 
@@ -145,48 +156,122 @@ def cpu_peak_mib(fn) -> float:
     return peak / 2**20
 
 
-def measure(variants: dict, device: torch.device, repeats: int, warmup: int, stat: str = "median") -> dict:
-    """Seconds (median or min over ``repeats``) and peak MiB above the inputs of each variant.
-
-    The variants are timed round-robin (one run of each per round), so a change in machine load
-    during the measurement affects them alike.
-    """
-    def step(fn, params):
-        for p in params:
-            p.grad = None
-        fn()
-
-    peaks = {}
-    for name, (fn, params) in variants.items():
-        for _ in range(warmup):
-            step(fn, params)
+def _peak_mib(step, device: torch.device) -> float | None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
         sync(device)
-        for p in params:
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if device.type == "cpu":
+        return cpu_peak_mib(step)
+    return None
+
+
+def _kernels_per_call(step) -> int:
+    """Device kernels and memcpy/memset operations one call launches (CUDA profiler)."""
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def _syncs(step) -> bool:
+    """Whether one call synchronises host and device (CUDA sync debug mode)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        return False
+    except RuntimeError as err:
+        if "synchroniz" not in str(err):
+            raise
+        return True
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+
+
+def _sleep_cycles_per_ms() -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(10_000_000)  # let the clocks settle first
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    torch.cuda.synchronize()
+    return 10_000_000 / start.elapsed_time(end)
+
+
+def _device_ms(step, calls: int, host_ms: float, cycles_per_ms: float, syncs: bool) -> tuple[float, bool]:
+    """GPU milliseconds per call with ``calls`` calls queued behind a sleep that outlasts their
+    enqueueing, and whether that held: the start event must still be pending when the host has
+    queued the last call (else the sleep is lengthened and the run repeated). A call that syncs
+    cannot be queued ahead; its figure then includes the host time and the flag is False."""
+    sleep_ms = 2.0 * calls * host_ms + 5.0
+    for _ in range(1 if syncs else 4):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        torch.cuda._sleep(int(sleep_ms * cycles_per_ms))
+        start.record()
+        for _ in range(calls):
+            step()
+        end.record()
+        ahead = not start.query()  # the GPU had not reached `start` when the host was done
+        torch.cuda.synchronize()
+        if ahead:
+            break
+        sleep_ms *= 4
+    return start.elapsed_time(end) / calls, ahead
+
+
+def measure(variants: dict, device: torch.device, repeats: int, warmup: int, stat: str = "median") -> dict:
+    """Per variant: ``time`` (s; device time on CUDA, else = latency), ``latency`` (s, one call between
+    synchronisations, median or min over ``repeats``), ``peak`` (MiB above the inputs), and on CUDA
+    ``kernels`` per call and ``syncs`` (whether a call synchronises host and device).
+
+    Latencies are taken round-robin (one run of each variant per round), so a change in machine
+    load affects the variants alike.
+    """
+    def stepper(fn, params):
+        def step():
+            for p in params:
+                p.grad = None
+            fn()
+        return step
+
+    steps = {name: stepper(fn, params) for name, (fn, params) in variants.items()}
+    res = {name: {} for name in variants}
+    for name, step in steps.items():
+        for _ in range(warmup):
+            step()
+        sync(device)
+        for p in variants[name][1]:
             p.grad = None
+        res[name]["peak"] = _peak_mib(step, device)
         if device.type == "cuda":
-            torch.cuda.empty_cache()
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            step(fn, params)
-            sync(device)
-            peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        elif device.type == "cpu":
-            peaks[name] = cpu_peak_mib(lambda fn=fn, params=params: step(fn, params))
-        else:
-            peaks[name] = None
+            res[name]["kernels"] = _kernels_per_call(step)
+            res[name]["syncs"] = _syncs(step)
     times = {name: [] for name in variants}
     for _ in range(repeats):
-        for name, (fn, params) in variants.items():
+        for name, step in steps.items():
             sync(device)
             tic = time.perf_counter()
-            step(fn, params)
+            step()
             sync(device)
             times[name].append(time.perf_counter() - tic)
     pick = min if stat == "min" else statistics.median
-    return {name: (pick(times[name]), peaks[name]) for name in variants}
+    cycles_per_ms = _sleep_cycles_per_ms() if device.type == "cuda" else None
+    for name, step in steps.items():
+        res[name]["latency"] = res[name]["time"] = pick(times[name])
+        if device.type == "cuda":
+            ms, ahead = _device_ms(step, repeats, res[name]["latency"] * 1e3, cycles_per_ms, res[name]["syncs"])
+            res[name]["time"], res[name]["host_ahead"] = ms / 1e3, ahead
+    return res
 
 
-def cases(scale: Scale, device: torch.device, gen: torch.Generator):
+def cases(scale: Scale, device: torch.device, gen: torch.Generator, compiled: bool = False):
     """(loss name, {variant: (callable running forward+backward, params)}, agreement check)."""
     b, v, d, c, k = scale.batch, scale.views, scale.dim, scale.classes, scale.queue
     labels = longtailed_labels(b, c, scale.imbalance, gen).to(device)
@@ -205,35 +290,47 @@ def cases(scale: Scale, device: torch.device, gen: torch.Generator):
     g_qk = torch.randn(b, k, device=device)
     draw_gen = torch.Generator(device="cpu").manual_seed(0)
 
-    bcl, sup, kcl = BCLLoss(c, TEMPERATURE), SupConLoss(TEMPERATURE), KCLLoss(KCL_K, TEMPERATURE)
-    la = LogitAdjustedLoss(counts).to(device)
-    fcl = KCLLoss(None, TEMPERATURE)
+    # as the trainer calls them (labels were checked when the dataset loaded), and with the check
+    bcl, kcl = BCLLoss(c, TEMPERATURE, validate_labels=False), KCLLoss(KCL_K, TEMPERATURE, validate_labels=False)
+    la = LogitAdjustedLoss(counts, validate_labels=False).to(device)
+    fcl, sup = KCLLoss(None, TEMPERATURE, validate_labels=False), SupConLoss(TEMPERATURE)
+    bcl_chk, kcl_chk = BCLLoss(c, TEMPERATURE), KCLLoss(KCL_K, TEMPERATURE)
+    la_chk, fcl_chk = LogitAdjustedLoss(counts).to(device), KCLLoss(None, TEMPERATURE)
+    bcl_a, kcl_a, sup_a = bcl_authors, kcl_authors, supcon_authors
+    if compiled:  # the bound is three matmuls either way; the authors' BCL builds a Python list per
+        # entry (a sync, then a loop dynamo would unroll over N + C items), so it stays eager
+        bcl, kcl, fcl, sup, la, bcl_chk, kcl_chk, la_chk, fcl_chk, kcl_a, sup_a = (
+            torch.compile(f) for f in (bcl, kcl, fcl, sup, la, bcl_chk, kcl_chk, la_chk, fcl_chk, kcl_a, sup_a))
 
     def backward(t):
         t.backward()
 
     yield "BCL", {
         "ours": (lambda: backward(bcl(feats, labels, protos)), [feats, protos]),
-        "authors": (lambda: backward(bcl_authors(feats, labels, protos)), [feats, protos]),
+        "checked": (lambda: backward(bcl_chk(feats, labels, protos)), [feats, protos]),
+        "authors": (lambda: backward(bcl_a(feats, labels, protos)), [feats, protos]),
         # z @ z^T and z @ P^T, forward + backward (3 grads of the 2 matmuls: z twice, P once)
         "bound": (lambda: torch.autograd.backward([z @ z.T, z @ protos.T], [g_vv, g_vp]), [z, protos]),
     }, lambda: (bcl(feats, labels, protos), bcl_authors(feats, labels, protos))
     yield "KCL k=6", {
         "ours": (lambda: backward(kcl(query, key, labels, queue, queue_labels, generator=draw_gen)), [query]),
-        "authors": (lambda: backward(kcl_authors(query, key, labels, queue, queue_labels)), [query]),
+        "checked": (lambda: backward(kcl_chk(query, key, labels, queue, queue_labels, generator=draw_gen)), [query]),
+        "authors": (lambda: backward(kcl_a(query, key, labels, queue, queue_labels)), [query]),
         "bound": (lambda: torch.autograd.backward([query @ queue.T], [g_qk]), [query]),
     }, None
     yield "FCL", {
         "ours": (lambda: backward(fcl(query, key, labels, queue, queue_labels)), [query]),
+        "checked": (lambda: backward(fcl_chk(query, key, labels, queue, queue_labels)), [query]),
         "bound": (lambda: torch.autograd.backward([query @ queue.T], [g_qk]), [query]),
     }, None
     yield "SupCon", {
         "ours": (lambda: backward(sup(feats, labels)), [feats]),
-        "authors": (lambda: backward(supcon_authors(feats, labels)), [feats]),
+        "authors": (lambda: backward(sup_a(feats, labels)), [feats]),
         "bound": (lambda: torch.autograd.backward([z @ z.T], [g_vv]), [z]),
     }, lambda: (sup(feats, labels), supcon_authors(feats, labels))
     yield "LA-CE", {
         "ours": (lambda: backward(la(logits, labels)), [logits]),
+        "checked": (lambda: backward(la_chk(logits, labels)), [logits]),
         "bound": (lambda: backward(F.cross_entropy(logits, labels)), [logits]),  # plain CE
     }, None
 
@@ -250,6 +347,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 avoids OpenMP stalls on a busy shared CPU)")
     parser.add_argument("--skip-authors", action="store_true", help="time only ours and the bound")
+    parser.add_argument("--compile", action="store_true", help="run ours and the authors' approach under torch.compile")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print the profiler's kernel table of one call of ours (CUDA)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads:
@@ -263,14 +363,21 @@ def main(argv=None) -> None:
         parser.error(f"unknown scale(s) {unknown}; choose from {list(SCALES)}")
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    cuda = device.type == "cuda"
     print(f"device: {name}, torch {torch.__version__}, float32, threads {torch.get_num_threads()}, "
-          f"{args.stat} of {repeats} (warm-up {warmup}), forward+backward per call\n")
-    print("| scale | loss | ours ms | authors ms | bound ms | ours / bound | authors / ours "
-          "| peak MiB ours / authors / bound | max abs diff vs authors |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{args.stat} of {repeats} (warm-up {warmup}), forward+backward per call"
+          + (", ours and authors' under torch.compile" if args.compile else "") + "\n")
+    head = "| scale | loss | ours ms | authors ms | bound ms | ours / bound | authors / ours | ours checked ms "
+    rule = "|---|---|---|---|---|---|---|---|"
+    if cuda:
+        head += "| latency ms ours / authors / bound | kernels ours / authors / bound | host sync ours "
+        rule += "---|---|---|"
+    print(head + "| peak MiB ours / authors / bound | max abs diff vs authors |")
+    print(rule + "---|---|")
+    profiles = []
     for scale_name in scales:
         gen = torch.Generator().manual_seed(0)
-        for loss_name, variants, agree in cases(SCALES[scale_name], device, gen):
+        for loss_name, variants, agree in cases(SCALES[scale_name], device, gen, args.compile):
             if loss_name not in wanted:
                 continue
             if args.skip_authors:
@@ -281,21 +388,45 @@ def main(argv=None) -> None:
                 with torch.no_grad():
                     a, b = agree()
                 diff = f"{abs(a.item() - b.item()):.1e}"
+            print(format_row(scale_name, loss_name, res, diff, cuda), flush=True)
+            if args.profile and cuda:
+                profiles.append((scale_name, loss_name, kernel_table(variants["ours"])))
+    for scale_name, loss_name, table in profiles:
+        print(f"\n{scale_name} {loss_name}, ours, one call:\n{table}")
 
-            print(format_row(scale_name, loss_name, res, diff), flush=True)
+
+def kernel_table(variant, rows: int = 30) -> str:
+    fn, params = variant
+    for p in params:
+        p.grad = None
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60)
 
 
-def format_row(scale_name: str, loss_name: str, res: dict, diff: str) -> str:
-    def ms(v):
-        return f"{res[v][0] * 1e3:.2f}" if v in res else "-"
+def format_row(scale_name: str, loss_name: str, res: dict, diff: str, cuda: bool = False) -> str:
+    def ms(v, key="time"):
+        if v not in res:
+            return "-"
+        mark = "" if key != "time" or res[v].get("host_ahead", True) else "*"  # the GPU waited for the host
+        return f"{res[v][key] * 1e3:.2f}{mark}"
 
-    def mem(v):
-        return "n/a" if v not in res or res[v][1] is None else f"{res[v][1]:.0f}"
+    def field(v, key, fmt):
+        return "n/a" if v not in res or res[v].get(key) is None else fmt(res[v][key])
 
-    ratio_bound = f"{res['ours'][0] / res['bound'][0]:.2f}x"
-    speedup = f"{res['authors'][0] / res['ours'][0]:.2f}x" if "authors" in res else "-"
-    return (f"| {scale_name} | {loss_name} | {ms('ours')} | {ms('authors')} | {ms('bound')} | {ratio_bound} | "
-            f"{speedup} | {mem('ours')} / {mem('authors')} / {mem('bound')} | {diff} |")
+    def trio(key, fmt):
+        return " / ".join(field(v, key, fmt) for v in ("ours", "authors", "bound"))
+
+    ratio_bound = f"{res['ours']['time'] / res['bound']['time']:.2f}x"
+    speedup = f"{res['authors']['time'] / res['ours']['time']:.2f}x" if "authors" in res else "-"
+    row = (f"| {scale_name} | {loss_name} | {ms('ours')} | {ms('authors')} | {ms('bound')} | {ratio_bound} | "
+           f"{speedup} | {ms('checked')} ")
+    if cuda:
+        row += (f"| {' / '.join(ms(v, 'latency') for v in ('ours', 'authors', 'bound'))} "
+                f"| {trio('kernels', str)} | {field('ours', 'syncs', lambda s: 'yes' if s else 'no')} ")
+    return row + f"| {trio('peak', lambda m: f'{m:.0f}')} | {diff} |"
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ class _BCLFunction(torch.autograd.Function):
         x_v.fill_diagonal_(float("-inf"))  # i is not in A(i)
         rows = torch.arange(n, device=z.device)
         x_p = torch.addmm(log_w_other, z, prototypes.T, alpha=inv_t)  # [N, D] @ [D, C] -> [N, C]
-        x_p.index_put_((rows, y), same_fix, accumulate=True)  # own prototype: own-class weight
-        pos_sum += x_p[rows, y]
+        own = x_p[rows, y] + same_fix  # [N] own prototype: own-class weight; (row, y_i) pairs are unique
+        x_p.index_put_((rows, y), own)  # so a plain write (no sorting accumulate) suffices
+        pos_sum += own
 
         # log sum_c 1/|A_c(i)| sum_{j in A_c(i)} exp(s_ij), shifted by the row max.
         row_max = torch.maximum(x_v.amax(dim=1), x_p.amax(dim=1))  # [N]
@@ -110,6 +111,10 @@ class BCLLoss(nn.Module):
     Args:
         num_classes: ``C``, the number of prototypes.
         temperature: ``tau`` > 0 (0.07 ImageNet-LT/iNat, 0.1 CIFAR in the paper's recipes).
+        validate_labels: check that labels lie in ``[0, C)`` (one device sync per call, so a bad
+            label is named in the error). Without it the loss runs without any host-device sync
+            and a bad label fails inside an indexing kernel; pass False where the data pipeline
+            guarantees the range (the trainer's datasets check labels when they load).
 
     Shape:
         - features: ``[B, V, D]``
@@ -118,12 +123,13 @@ class BCLLoss(nn.Module):
         - output: scalar
     """
 
-    def __init__(self, num_classes: int, temperature: float = 0.07) -> None:
+    def __init__(self, num_classes: int, temperature: float = 0.07, validate_labels: bool = True) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"BCLLoss: num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
         self.temperature = check_temperature(temperature, "BCLLoss")
+        self.validate_labels = bool(validate_labels)
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         owner = "BCLLoss"
@@ -137,7 +143,7 @@ class BCLLoss(nn.Module):
             raise ValueError(f"{owner}: prototype dim {prototypes.shape[1]} does not match feature dim {d}")
         if b == 0:
             raise ValueError(f"{owner}: empty batch (features has 0 rows)")
-        check_labels(labels, b, owner, num_classes=self.num_classes)
+        check_labels(labels, b, owner, num_classes=self.num_classes, check_range=self.validate_labels)
         dtype = compute_dtype(features, prototypes)
         z = features.reshape(b * v, d).to(dtype)  # row b*V + v: image b, view v
         y = labels.to(device=features.device, dtype=torch.long).repeat_interleave(v)  # [N]
@@ -145,4 +151,5 @@ class BCLLoss(nn.Module):
             return _BCLFunction.apply(z, prototypes.to(dtype), y, self.temperature)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, temperature={self.temperature}"
+        return (f"num_classes={self.num_classes}, temperature={self.temperature}, "
+                f"validate_labels={self.validate_labels}")

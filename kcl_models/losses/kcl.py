@@ -23,27 +23,49 @@ def _class_segments(labels: torch.Tensor, queue_labels: torch.Tensor):
     return order, start, count
 
 
-def _draw(order: torch.Tensor, start: torch.Tensor, count: torch.Tensor, width: int, k: int | None,
-          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``k`` slots of each anchor's segment, uniformly without replacement; see
-    ``draw_queue_positives``. ``width`` is ``count.max()`` (known to the caller)."""
-    b, device = start.shape[0], start.device
-    if width == 0:
-        empty = torch.zeros(b, 0, dtype=torch.long, device=device)
-        return empty, empty.bool()
-    slots = torch.arange(width, device=device)  # [W]
-    in_class = slots[None, :] < count[:, None]  # [B, W]
-    if k is None or k >= width:
-        offset, valid = slots.expand(b, width), in_class
-    else:
-        # iid uniform scores; the top-k of those inside the segment is a uniform k-subset.
-        # Drawn on the generator's device (a CPU generator gives the same draw on any device).
-        rand_device = generator.device if generator is not None else device
-        scores = torch.rand(b, width, generator=generator, device=rand_device).to(device)  # [B, W]
-        scores.masked_fill_(~in_class, -1.0)
-        top, offset = scores.topk(k, dim=1)  # [B, k]
-        valid = top >= 0
-    index = order[(start[:, None] + offset).clamp_(max=order.shape[0] - 1)]  # [B, k']
+@torch.compiler.disable  # a Generator object cannot be traced: torch.compile runs this eagerly
+def _seeded_uniforms(b: int, k: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    u = torch.rand(b, k, generator=generator, device=generator.device, dtype=torch.float64)
+    return u.to(device, non_blocking=True)  # pageable host memory: staged, no device sync
+
+
+def _uniforms(b: int, k: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``[B, k]`` float64 uniforms in ``[0, 1)``, drawn on the generator's device when one is given
+    (a CPU generator gives the same numbers for any target device)."""
+    if generator is None:
+        return torch.rand(b, k, device=device, dtype=torch.float64)
+    return _seeded_uniforms(b, k, generator, device)
+
+
+def _uniform_offsets(count: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k`` slots per row, a uniform random subset of ``range(count_i)`` (all of it if ``count_i <= k``).
+
+    Floyd's algorithm (Bentley & Floyd, CACM 1987), vectorised over rows: for ``j = n-k .. n-1``
+    draw ``t`` uniform in ``[0, j]`` and take ``t``, or ``j`` if ``t`` was already taken. Every
+    k-subset comes out with probability ``1 / C(n, k)``. The work is ``O(B * k^2)`` tensor ops
+    on ``[B]`` columns with static shapes: no device sync (the class sizes stay on the device),
+    nothing of size ``[B, n_c]``, and nothing that stops ``torch.compile`` from fusing it.
+    ``u`` holds the ``[B, k]`` uniforms (float64, so ``t`` is exact for any queue size).
+
+    Returns ``(offset [B, k], valid [B, k])``; ``valid`` is False past ``count_i``.
+    """
+    k = u.shape[1]
+    slots = torch.arange(k, device=count.device)  # [k]
+    top = count[:, None] - k + slots  # [B, k]: Floyd's j for step 0..k-1
+    drawn = torch.minimum((u * (top + 1)).long(), top)  # [B, k], t uniform in [0, j]
+    for step in range(1, k):  # t_step loses to j_step if an earlier step already took it
+        taken = (drawn[:, :step] == drawn[:, step:step + 1]).any(dim=1)  # [B]
+        drawn[:, step] = torch.where(taken, top[:, step], drawn[:, step])
+    few = count[:, None] <= k  # [B, 1]: a class with at most k entries gives all of them
+    offset = torch.where(few, slots, drawn)  # [B, k]
+    return offset, slots < count[:, None]
+
+
+def _draw(order: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
+          u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queue indices ``[B, k]`` of up to ``k`` uniformly drawn same-class entries, and their validity."""
+    offset, valid = _uniform_offsets(count, u)
+    index = order[(start[:, None] + offset).clamp_(max=order.shape[0] - 1)]  # [B, k]
     return index, valid
 
 
@@ -52,59 +74,73 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
     """Pick, for every anchor, up to ``k`` queue entries of its class, uniformly without replacement.
 
     The queue is sorted by label once, so each class is a contiguous segment of length ``n_c``;
-    a random score per segment slot (masked beyond ``n_c``) followed by ``topk`` picks a uniform
-    random subset of size ``min(k, n_c)``. The work is ``O(B * max_c n_c)`` rather than
-    ``O(B * K)``, with no Python loop over anchors or classes. ``k=None`` takes every slot (FCL).
-    Empty slots (label -1) never match an anchor label (anchors are >= 0).
+    Floyd's algorithm then picks a uniform random subset of ``min(k, n_c)`` slots of each
+    anchor's segment (see ``_uniform_offsets``). No Python loop over anchors or classes and no
+    device sync. ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here,
+    while ``KCLLoss`` itself uses a label mask for FCL). Empty slots (label -1) never match an
+    anchor label (anchors are >= 0).
 
     Args:
         labels: anchor labels ``[B]`` (>= 0).
         queue_labels: ``[K]`` queue labels, -1 marks an empty slot.
         k: positives per anchor, or None for all same-class entries.
-        generator: torch.Generator for a reproducible draw, on any device (the ``[B, max_c n_c]``
-            random scores are drawn on the generator's device and moved to the labels' device).
+        generator: torch.Generator for a reproducible draw, on any device (a CPU generator gives
+            the same draw on CPU and GPU).
 
     Returns:
-        ``(index, valid)``, both ``[B, k']``: queue indices, and which of them are real positives
-        (``valid`` is False for padding when a class has fewer than ``k'`` entries; its index is
-        a harmless in-range placeholder).
+        ``(index, valid)``, both ``[B, k']`` (``k' = k``, or ``max_c n_c`` for ``k=None``): queue
+        indices, and which of them are real positives (``valid`` is False for padding when a
+        class has fewer than ``k'`` entries; its index is a harmless in-range placeholder).
     """
+    labels = labels.to(queue_labels.device)
     if queue_labels.shape[0] == 0:
         empty = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=queue_labels.device)
         return empty, empty.bool()
-    order, start, count = _class_segments(labels.to(queue_labels.device), queue_labels)
-    return _draw(order, start, count, int(count.max()) if count.numel() else 0, k, generator)
+    order, start, count = _class_segments(labels, queue_labels)
+    if k is None:
+        width = int(count.max())  # device sync: the output shape depends on the data
+        slots = torch.arange(width, device=count.device)
+        index = order[(start[:, None] + slots).clamp_(max=order.shape[0] - 1)]
+        return index, slots < count[:, None]
+    return _draw(order, start, count, _uniforms(labels.shape[0], k, generator, labels.device))
 
 
 class _KCLFunction(torch.autograd.Function):
     """Loss and hand-written gradient.
 
-    The ``[B, K]`` logits dominate time and memory, so they live in a single buffer: the forward
-    exponentiates them in place (after reading the positives) and keeps them for the backward.
-    There, ``softmax @ queue = diag(1/denom) (exp_logits @ queue)``, and the few drawn positives
-    are gathered rows, so the query gradient needs no ``[B, K]`` pass besides the matmul itself.
-    A dense ``[B, K]`` gradient is built only when the queue needs a gradient or the positive
-    set is wide (FCL on a large class), where gathering ``k' * D`` values per anchor would cost
-    more than a ``[B, K]`` pass.
+    Positives come either sparse, ``index``/``valid`` ``[B, k]`` (KCL's drawn entries), or as a
+    dense ``[B, K]`` boolean mask ``same`` (FCL: every same-class entry; the mask needs no device
+    sync, unlike a width-``max n_c`` index). The ``[B, K]`` logits dominate time and memory, so they
+    live in a single buffer: the forward exponentiates them in place (after reading the positives)
+    and keeps them for the backward. There, ``softmax @ queue = diag(1/denom) (exp_logits @ queue)``,
+    and the few drawn positives are gathered rows, so the query gradient needs no ``[B, K]`` pass
+    besides the matmul itself. A dense ``[B, K]`` gradient is built only for FCL, when the queue
+    needs a gradient, or when gathering ``k * D`` values per anchor would cost more than a
+    ``[B, K]`` pass.
     """
 
     @staticmethod
-    def forward(ctx, query, key, queue, index, valid, temperature):
+    def forward(ctx, query, key, queue, index, valid, same, temperature):
         b = query.shape[0]
         qt = query / temperature  # [B, D]
         l_pos = (qt * key).sum(dim=1)  # [B]
         l_neg = qt @ queue.T  # [B, D] @ [D, K] -> [B, K]
-        # Positive weights: own key and each drawn entry get 1 / (1 + |P_i|).
-        w_own = 1.0 / (1.0 + valid.sum(dim=1, dtype=query.dtype))  # [B]
-        w_pos = valid.to(query.dtype) * w_own[:, None]  # [B, k']
-        pos_mean = w_own * l_pos + (l_neg.gather(1, index) * w_pos).sum(dim=1)  # [B]
+        # Positive weights: own key and each positive entry get w_own = 1 / (1 + |P_i|).
+        if same is None:
+            w_own = 1.0 / (1.0 + valid.sum(dim=1, dtype=query.dtype))  # [B]
+            w_pos = valid.to(query.dtype) * w_own[:, None]  # [B, k]
+            pos_mean = w_own * l_pos + (l_neg.gather(1, index) * w_pos).sum(dim=1)  # [B]
+        else:
+            w_own = 1.0 / (1.0 + same.sum(dim=1, dtype=query.dtype))  # [B]
+            w_pos = None
+            pos_mean = w_own * (l_pos + (l_neg * same).sum(dim=1))  # [B]
         # Denominator: own key + whole queue, shifted by the row max for stability.
         row_max = torch.maximum(l_neg.amax(dim=1), l_pos) if l_neg.shape[1] else l_pos.detach().clone()
         e_neg = l_neg.sub_(row_max[:, None]).exp_()  # [B, K], in place: the logits are not needed again
         e_pos = (l_pos - row_max).exp()  # [B]
         denom = e_neg.sum(dim=1) + e_pos  # [B]
         loss = (denom.log() + row_max - pos_mean).mean()
-        ctx.save_for_backward(qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own)
+        ctx.save_for_backward(qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own, same)
         ctx.temperature = temperature
         ctx.batch = b
         return loss
@@ -112,13 +148,15 @@ class _KCLFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own = ctx.saved_tensors
+        qt, key, queue, e_neg, e_pos, denom, index, w_pos, w_own, same = ctx.saved_tensors
         scale = grad_out / ctx.batch
         inv_denom = denom.reciprocal()  # [B]
         # dL_i/dlogit = softmax over {own key, queue} - positive weight (scale applied on [., D]).
         g_pos = e_pos * inv_denom - w_own  # [B], own-key column
         g_neg = None
-        if ctx.needs_input_grad[2] or index.shape[1] * queue.shape[1] > queue.shape[0]:
+        if same is not None:
+            g_neg = e_neg * inv_denom[:, None] - same * w_own[:, None]  # [B, K]
+        elif ctx.needs_input_grad[2] or index.shape[1] * queue.shape[1] > queue.shape[0]:
             g_neg = e_neg * inv_denom[:, None]  # [B, K]
             g_neg.scatter_add_(1, index, -w_pos)
         grad_q = grad_k = grad_queue = None
@@ -128,14 +166,14 @@ class _KCLFunction(torch.autograd.Function):
             else:
                 grad_q = torch.mm(e_neg, queue).mul_(inv_denom[:, None])  # [B, K] @ [K, D] -> [B, D]
                 grad_q.addcmul_(g_pos[:, None], key)
-                # - sum_k w_ik z_{index_ik}: [B, 1, k'] @ [B, k', D] -> [B, 1, D]
+                # - sum_k w_ik z_{index_ik}: [B, 1, k] @ [B, k, D] -> [B, 1, D]
                 grad_q.sub_(torch.bmm(w_pos[:, None, :], queue[index]).squeeze(1))
             grad_q.mul_(scale / ctx.temperature)
         if ctx.needs_input_grad[1]:
             grad_k = (g_pos[:, None] * qt).mul_(scale)  # [B, D]
         if ctx.needs_input_grad[2]:
             grad_queue = (g_neg.T @ qt).mul_(scale)  # [K, B] @ [B, D] -> [K, D]
-        return grad_q, grad_k, grad_queue, None, None, None
+        return grad_q, grad_k, grad_queue, None, None, None, None
 
 
 class KCLLoss(nn.Module):
@@ -166,6 +204,10 @@ class KCLLoss(nn.Module):
     Args:
         k: positives drawn from the queue per anchor (6 in the paper), >= 1, or None for FCL.
         temperature: ``tau`` > 0 (0.07 in the paper).
+        validate_labels: check that labels are >= 0 and queue labels >= -1 (one device sync per
+            call, so a bad label is named in the error). Without it the loss runs without any
+            host-device sync; pass False where the data pipeline guarantees the range (the
+            trainer's datasets check labels when they load).
 
     Shape:
         - query: ``[B, D]``
@@ -176,7 +218,7 @@ class KCLLoss(nn.Module):
         - output: scalar
     """
 
-    def __init__(self, k: int | None = 6, temperature: float = 0.07) -> None:
+    def __init__(self, k: int | None = 6, temperature: float = 0.07, validate_labels: bool = True) -> None:
         super().__init__()
         if k is not None:
             if isinstance(k, bool) or not isinstance(k, int):
@@ -185,6 +227,7 @@ class KCLLoss(nn.Module):
                 raise ValueError(f"KCLLoss: k must be >= 1 (or None for FCL), got {k}")
         self.k = k
         self.temperature = check_temperature(temperature, "KCLLoss")
+        self.validate_labels = bool(validate_labels)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, labels: torch.Tensor, queue: torch.Tensor,
                 queue_labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -203,21 +246,30 @@ class KCLLoss(nn.Module):
         labels, queue_labels = labels.to(query.device), queue_labels.to(query.device)
         if query.shape[0] == 0:
             raise ValueError(f"{owner}: empty batch (query has 0 rows)")
-        if queue.shape[0] == 0:
-            check_labels(labels, query.shape[0], owner)
-            index, valid = draw_queue_positives(labels, queue_labels, self.k, generator)
-        else:
-            order, start, count = _class_segments(labels, queue_labels)
-            # One device sync for the label ranges and the widest class segment.
-            stats = [*torch.aminmax(labels), *torch.aminmax(queue_labels), count.max()]
-            lo, hi, qlo, qhi, width = torch.stack([t.long() for t in stats]).tolist()
+        if self.validate_labels:
+            # One device sync for both ranges: a bad label is named here rather than silently
+            # matching empty slots (-1) or nothing.
+            stats = [*torch.aminmax(labels)] + ([*torch.aminmax(queue_labels)] if queue_labels.numel() else [])
+            lo, hi, *queue_range = torch.stack([t.long() for t in stats]).tolist()
             check_label_range(lo, hi, owner, "labels")
-            check_label_range(qlo, qhi, owner, "queue_labels", min_value=-1)
-            index, valid = _draw(order, start, count, width, self.k, generator)
+            if queue_range:
+                check_label_range(*queue_range, owner, "queue_labels", min_value=-1)
+        index = valid = same = None
+        if self.k is None and (query.device.type != "cpu" or torch.compiler.is_compiling()):
+            same = labels[:, None] == queue_labels[None, :]  # [B, K] FCL positives; -1 never matches
+        elif self.k is None:  # eager CPU: a sync is free and gathering [B, max n_c] beats [B, K] passes
+            index, valid = draw_queue_positives(labels, queue_labels, None)
+        elif queue.shape[0] == 0:
+            index = torch.zeros(query.shape[0], 0, dtype=torch.long, device=query.device)
+            valid = index.bool()
+        else:
+            u = _uniforms(query.shape[0], self.k, generator, query.device)  # [B, k]
+            order, start, count = _class_segments(labels, queue_labels)
+            index, valid = _draw(order, start, count, u)
         dtype = compute_dtype(query, key, queue)
         with torch.autocast(query.device.type, enabled=False):
-            return _KCLFunction.apply(query.to(dtype), key.to(dtype), queue.to(dtype), index, valid,
+            return _KCLFunction.apply(query.to(dtype), key.to(dtype), queue.to(dtype), index, valid, same,
                                       self.temperature)
 
     def extra_repr(self) -> str:
-        return f"k={self.k}, temperature={self.temperature}"
+        return f"k={self.k}, temperature={self.temperature}, validate_labels={self.validate_labels}"

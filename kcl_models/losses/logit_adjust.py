@@ -32,6 +32,9 @@ class LogitAdjustedLoss(nn.Module):
     Args:
         class_counts: training images per class, length ``C``, all > 0.
         tau: adjustment strength, >= 0 (1.0 in BCL and in Menon et al.).
+        validate_labels: check that labels lie in ``[0, C)`` (one device sync per call, so a bad
+            label is named in the error); False leaves the check to ``cross_entropy`` (a
+            device-side assert on GPU) and runs without a sync.
 
     Shape:
         - logits: ``[B, C]``
@@ -41,7 +44,8 @@ class LogitAdjustedLoss(nn.Module):
 
     adjustment: torch.Tensor
 
-    def __init__(self, class_counts: Sequence[int] | torch.Tensor, tau: float = 1.0) -> None:
+    def __init__(self, class_counts: Sequence[int] | torch.Tensor, tau: float = 1.0,
+                 validate_labels: bool = True) -> None:
         super().__init__()
         counts = torch.as_tensor(class_counts, dtype=torch.float64)
         if counts.dim() != 1 or counts.numel() == 0:
@@ -60,6 +64,7 @@ class LogitAdjustedLoss(nn.Module):
                 f"LogitAdjustedLoss: {len(zero)} class(es) have zero training count (log prior -inf), "
                 f"e.g. classes {zero[:10]}; check num_classes, or clamp the counts to >= 1 on purpose")
         self.tau = tau
+        self.validate_labels = bool(validate_labels)
         self.num_classes = int(counts.numel())
         # tau * log(pi), precomputed; exactly 0 for tau = 0 (plain CE, zero counts allowed).
         # Non-persistent: derived from the counts, so it never lands in a checkpoint.
@@ -71,7 +76,8 @@ class LogitAdjustedLoss(nn.Module):
         if logits.shape[1] != self.num_classes:
             raise ValueError(f"LogitAdjustedLoss: logits have {logits.shape[1]} classes but "
                              f"class_counts has {self.num_classes}")
-        check_labels(labels, logits.shape[0], "LogitAdjustedLoss", num_classes=self.num_classes)
+        check_labels(labels, logits.shape[0], "LogitAdjustedLoss", num_classes=self.num_classes,
+                     check_range=self.validate_labels)
         adjust = self.adjustment.to(device=logits.device, dtype=logits.dtype)
         return F.cross_entropy(logits + adjust, labels)  # [B, C] + [C]
 

@@ -55,6 +55,7 @@ class TrainConfig:
     clip_grad: float | None = None
     mixed_precision: str = "no"          # no | bf16 | fp16
     channels_last: bool = False
+    compile_losses: str = "no"           # no | a torch.compile backend: inductor on GPU fuses each loss
     seed: int = 0
 
     # losses
@@ -105,6 +106,12 @@ class TrainConfig:
                 raise ValueError(f"config '{name}' must be > 0, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"config 'temperature' must be > 0, got {self.temperature}")
+        if self.compile_losses != "no":
+            import torch  # only here: the config stays cheap to import
+
+            if self.compile_losses not in torch.compiler.list_backends(exclude_tags=()):
+                raise ValueError(f"config 'compile_losses' must be 'no' or a torch.compile backend "
+                                 f"(e.g. {torch.compiler.list_backends()}), got {self.compile_losses!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"config 'mixed_precision' must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if not 0.0 <= self.moco_m < 1.0:

@@ -139,3 +139,12 @@ def test_backward_twice_with_retained_graph():
 def test_empty_batch_error():
     with pytest.raises(ValueError, match="empty batch"):
         BCLLoss(3)(unit(0, 2, 4), torch.zeros(0, dtype=torch.long), unit(3, 4))
+
+
+def test_validate_labels_false_skips_only_the_range_check():
+    feats, protos, labels = unit(4, 2, 8), unit(3, 8), torch.tensor([0, 1, 2, 0])
+    assert BCLLoss(3, validate_labels=False)(feats, labels, protos).item() == BCLLoss(3)(feats, labels, protos).item()
+    with pytest.raises(ValueError, match="prototypes has 4 rows"):  # shape checks stay
+        BCLLoss(3, validate_labels=False)(feats, labels, unit(4, 8))
+    with pytest.raises((IndexError, RuntimeError)):  # an unchecked bad label still fails, inside indexing
+        BCLLoss(3, validate_labels=False)(feats, torch.tensor([0, 1, 3, 0]), protos)

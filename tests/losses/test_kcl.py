@@ -231,3 +231,45 @@ def test_query_gradient_sparse_and_dense_paths(k):
                                              generator=torch.Generator().manual_seed(5))
 
     assert torch.autograd.gradcheck(fn, (query,))
+
+
+def test_dense_fcl_mask_path_matches_reference(data):
+    # On accelerators FCL takes its positives from a [B, K] label mask (no device sync); on CPU
+    # from a gathered index. Both must equal Eq. 4 with every same-class entry as a positive.
+    from kcl_models.losses.kcl import _KCLFunction
+
+    query, key, labels, queue, queue_labels = (t.clone() for t in data)
+    inputs = tuple(t.requires_grad_() for t in (query, key, queue))
+    same = labels[:, None] == queue_labels[None, :]
+
+    def fn(q, k, z):
+        return _KCLFunction.apply(q, k, z, None, None, same, 0.2)
+
+    ref = kcl_reference(query, key, queue, all_same_class(labels, queue_labels), 0.2)
+    torch.testing.assert_close(fn(*inputs), ref, atol=1e-6, rtol=1e-6)
+    for g, g_ref in zip(torch.autograd.grad(fn(*inputs), inputs), torch.autograd.grad(ref, inputs)):
+        torch.testing.assert_close(g, g_ref, atol=1e-6, rtol=1e-6)
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_floyd_draw_is_uniform_over_larger_subsets():
+    # n_c = 6, k = 3: each of the C(6, 3) = 20 subsets has probability 1/20 (Floyd's algorithm).
+    queue_labels = torch.tensor([2, 0, 0, 1, 0, 0, 2, 0, 0])
+    labels = torch.zeros(4000, dtype=torch.long)
+    index, valid = draw_queue_positives(labels, queue_labels, 3, torch.Generator().manual_seed(1))
+    assert bool(valid.all())
+    subsets = Counter(tuple(sorted(row)) for row in index.tolist())
+    assert set(subsets) == set(itertools.combinations([1, 2, 4, 5, 7, 8], 3))
+    for n in subsets.values():  # 200 expected, sd ~13.8: a 5-sd band
+        assert 131 <= n <= 269
+
+
+def test_validate_labels_false_skips_only_the_range_check(data):
+    query, key, labels, queue, queue_labels = data
+    gen = torch.Generator().manual_seed(0)
+    checked = KCLLoss(k=2)(query, key, labels, queue, queue_labels, generator=gen.manual_seed(3))
+    unchecked = KCLLoss(k=2, validate_labels=False)(query, key, labels, queue, queue_labels,
+                                                     generator=gen.manual_seed(3))
+    assert checked.item() == unchecked.item()
+    with pytest.raises(ValueError, match="queue feature dim"):  # shape checks stay
+        KCLLoss(validate_labels=False)(query, key, labels, queue[:, :4], queue_labels)

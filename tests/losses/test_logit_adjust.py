@@ -77,3 +77,13 @@ def test_errors():
         crit(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"\[B, C\]"):
         crit(torch.zeros(3), torch.tensor([0]))
+
+
+def test_validate_labels_false_skips_only_the_range_check():
+    logits, labels = torch.randn(3, 3, dtype=torch.float64), torch.tensor([0, 2, 1])
+    checked, unchecked = LogitAdjustedLoss([3, 2, 1]), LogitAdjustedLoss([3, 2, 1], validate_labels=False)
+    assert checked(logits, labels).item() == unchecked(logits, labels).item()
+    with pytest.raises(ValueError, match="logits have 4 classes"):
+        unchecked(torch.zeros(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(IndexError):  # cross_entropy's own check on CPU
+        unchecked(logits, torch.tensor([0, 3, 1]))

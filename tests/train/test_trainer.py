@@ -39,6 +39,20 @@ def test_loss_decreases_on_a_fixed_batch(method, tmp_path):
     assert last < first, f"{method}: loss did not decrease ({first:.4f} -> {last:.4f})"
 
 
+@pytest.mark.parametrize("method", ["kcl", "bcl"])
+def test_compiled_losses_train_like_eager(method, tmp_path):
+    # compile_losses wraps every loss in torch.compile; aot_eager traces as inductor does (no codegen)
+    common = dict(overfit_batches=1, batch_size=32, epochs=3, crt_epochs=1, queue_size=64, randaug=None)
+    histories = []
+    for backend in ("no", "aot_eager"):
+        cfg = _cfg(method, tmp_path / backend, compile_losses=backend, **common)
+        train(cfg)
+        histories.append(json.loads((Path(cfg.output_dir) / "train_metrics.json").read_text())["loss_history"])
+    compiled, eager = torch.tensor(histories[1]), torch.tensor(histories[0])
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-6, atol=1e-6)  # same weights, same loss
+    torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-4)  # float32 rounding, then SGD
+
+
 def test_exported_folder_loads_with_timm_and_matches(tmp_path):
     cfg = _cfg("kcl", tmp_path, epochs=1, crt_epochs=1, queue_size=64, batch_size=32)
     metrics = train(cfg)
