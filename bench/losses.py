@@ -377,6 +377,7 @@ def main(argv=None) -> None:
     profiles = []
     for scale_name in scales:
         gen = torch.Generator().manual_seed(0)
+        torch._dynamo.reset()  # compiled variants: a fresh cache per scale (shapes change), as in one run
         for loss_name, variants, agree in cases(SCALES[scale_name], device, gen, args.compile):
             if loss_name not in wanted:
                 continue
