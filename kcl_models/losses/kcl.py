@@ -23,30 +23,18 @@ def _class_segments(labels: torch.Tensor, queue_labels: torch.Tensor):
     return order, start, count
 
 
-# On an accelerator, up to this many anchor-queue pairs B * K, a masked top-k over [B, K] random
-# scores draws the positives in a handful of kernels (launch-bound sizes); beyond it, sorting the
-# queue and Floyd's algorithm on [B, k] avoid the O(B * K) passes (CIFAR scale takes the first
-# path, ImageNet-LT/iNat the second). On CPU, compute-bound, the second always wins.
-MASKED_DRAW_MAX_PAIRS = 1 << 21
-
-
-def _masked_draw_limit(device: torch.device) -> int:
-    return 0 if device.type == "cpu" else MASKED_DRAW_MAX_PAIRS
-
-
 @torch.compiler.disable  # a Generator object cannot be traced: torch.compile runs this eagerly
-def _seeded_uniforms(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    if generator.device.type != device.type:  # e.g. a CPU generator for a GPU loss: seed a device generator
-        seed = int(torch.randint(0, 2**62, (), generator=generator))
-        generator = torch.Generator(device=device).manual_seed(seed)
-    return torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+def _seeded_uniforms(b: int, k: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    u = torch.rand(b, k, generator=generator, device=generator.device, dtype=torch.float64)
+    return u.to(device, non_blocking=True)  # pageable host memory: staged, no device sync
 
 
-def _uniforms(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """float64 uniforms in ``[0, 1)`` on ``device`` (float64: exact offsets for any queue size, no ties)."""
+def _uniforms(b: int, k: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``[B, k]`` float64 uniforms in ``[0, 1)``, drawn on the generator's device when one is given
+    (a CPU generator gives the same numbers for any target device)."""
     if generator is None:
-        return torch.rand(shape, device=device, dtype=torch.float64)
-    return _seeded_uniforms(shape, generator, device)
+        return torch.rand(b, k, device=device, dtype=torch.float64)
+    return _seeded_uniforms(b, k, generator, device)
 
 
 def _uniform_offsets(count: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,51 +61,36 @@ def _uniform_offsets(count: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor
     return offset, slots < count[:, None]
 
 
-def _draw(labels: torch.Tensor, queue_labels: torch.Tensor, k: int,
-          generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queue indices ``[B, k']`` of up to ``k`` uniformly drawn same-class entries, and their validity."""
-    b, n = labels.shape[0], queue_labels.shape[0]
-    if b * n <= _masked_draw_limit(labels.device):
-        # iid scores, other classes and empty slots masked: the top k of a class are a uniform k-subset
-        scores = _uniforms((b, n), generator, labels.device)  # [B, K]
-        scores.masked_fill_(labels[:, None] != queue_labels[None, :], -1.0)
-        top, index = scores.topk(min(k, n), dim=1)  # [B, k']
-        return index, top >= 0
-    u = _uniforms((b, k), generator, labels.device)  # [B, k]
-    order, start, count = _class_segments(labels, queue_labels)
+def _draw(order: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
+          u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queue indices ``[B, k]`` of up to ``k`` uniformly drawn same-class entries, and their validity."""
     offset, valid = _uniform_offsets(count, u)
-    return order[(start[:, None] + offset).clamp_(max=n - 1)], valid
+    index = order[(start[:, None] + offset).clamp_(max=order.shape[0] - 1)]  # [B, k]
+    return index, valid
 
 
 def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: int | None,
                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick, for every anchor, up to ``k`` queue entries of its class, uniformly without replacement.
 
-    Two exact methods, no Python loop over anchors or classes and no device sync either way:
-
-    - on an accelerator, up to ``MASKED_DRAW_MAX_PAIRS`` anchor-queue pairs (sizes where kernel
-      launches, not FLOPs, cost the time): an iid uniform score per pair, other classes and empty
-      slots masked, then ``topk`` (the k highest scores of a class are a uniform k-subset);
-    - beyond it, and always on CPU: the queue is sorted by label so each class is a contiguous
-      segment of length ``n_c``, and Floyd's algorithm picks ``min(k, n_c)`` slots of each
-      anchor's segment (see ``_uniform_offsets``); ``O(B * k^2)`` work besides the sort.
-
-    ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here, while
-    ``KCLLoss`` itself uses a label mask for FCL). Empty slots (label -1) never match an anchor
-    label (anchors are >= 0).
+    The queue is sorted by label once, so each class is a contiguous segment of length ``n_c``;
+    Floyd's algorithm then picks a uniform random subset of ``min(k, n_c)`` slots of each
+    anchor's segment (see ``_uniform_offsets``). No Python loop over anchors or classes and no
+    device sync. ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here,
+    while ``KCLLoss`` itself uses a label mask for FCL). Empty slots (label -1) never match an
+    anchor label (anchors are >= 0).
 
     Args:
         labels: anchor labels ``[B]`` (>= 0).
         queue_labels: ``[K]`` queue labels, -1 marks an empty slot.
         k: positives per anchor, or None for all same-class entries.
-        generator: torch.Generator for a reproducible draw: the same generator state gives the
-            same draw on the same kind of device. A generator on another device (a CPU generator
-            for a GPU loss) seeds a generator on the labels' device, so nothing is copied.
+        generator: torch.Generator for a reproducible draw, on any device (a CPU generator gives
+            the same draw on CPU and GPU).
 
     Returns:
-        ``(index, valid)``, both ``[B, k']`` (``k' = min(k, K)``, or ``max_c n_c`` for ``k=None``):
-        queue indices, and which of them are real positives (``valid`` is False for padding when
-        a class has fewer than ``k'`` entries; its index is a harmless in-range placeholder).
+        ``(index, valid)``, both ``[B, k']`` (``k' = k``, or ``max_c n_c`` for ``k=None``): queue
+        indices, and which of them are real positives (``valid`` is False for padding when a
+        class has fewer than ``k'`` entries; its index is a harmless in-range placeholder).
     """
     labels = labels.to(queue_labels.device)
     if queue_labels.shape[0] == 0:
@@ -129,7 +102,7 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
         slots = torch.arange(width, device=count.device)
         index = order[(start[:, None] + slots).clamp_(max=order.shape[0] - 1)]
         return index, slots < count[:, None]
-    return _draw(labels, queue_labels, k, generator)
+    return _draw(order, start, count, _uniforms(labels.shape[0], k, generator, labels.device))
 
 
 class _KCLFunction(torch.autograd.Function):
@@ -221,9 +194,9 @@ class KCLLoss(nn.Module):
     so no anchor is without positives. Queue slots with label -1 (empty) are never positives but,
     as in MoCo, stay in the denominator; pre-fill the queue to avoid them.
 
-    The draw (``draw_queue_positives``: exact, no host sync) uses ``generator`` when given, so the
-    same seed reproduces the same positives; the authors' code instead takes a fixed subset (top-k
-    over the label mask). Inputs are assumed L2-normalised (not normalised
+    The draw uses ``generator`` when given (any device; a CPU generator gives the same draw on
+    CPU and GPU), so the same seed reproduces the same positives; the authors' code instead takes
+    a fixed subset (top-k over the label mask). Inputs are assumed L2-normalised (not normalised
     here). The loss is computed in float32 at least (half-precision inputs are upcast, autocast is
     off inside). The queue and keys normally carry no gradient; if they require grad they get the
     exact gradient too.
@@ -290,7 +263,9 @@ class KCLLoss(nn.Module):
             index = torch.zeros(query.shape[0], 0, dtype=torch.long, device=query.device)
             valid = index.bool()
         else:
-            index, valid = _draw(labels, queue_labels, self.k, generator)
+            u = _uniforms(query.shape[0], self.k, generator, query.device)  # [B, k]
+            order, start, count = _class_segments(labels, queue_labels)
+            index, valid = _draw(order, start, count, u)
         dtype = compute_dtype(query, key, queue)
         with torch.autocast(query.device.type, enabled=False):
             return _KCLFunction.apply(query.to(dtype), key.to(dtype), queue.to(dtype), index, valid, same,

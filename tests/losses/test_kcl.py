@@ -8,16 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from kcl_models.losses import KCLLoss
-from kcl_models.losses import kcl as kcl_module
 from kcl_models.losses.kcl import draw_queue_positives
-
-
-@pytest.fixture(autouse=True, params=["masked", "floyd"])
-def draw_method(request, monkeypatch):
-    """Run every test with both exact draws: masked top-k (small B * K) and sort + Floyd (large)."""
-    limit = 1 << 30 if request.param == "masked" else 0  # (the real choice depends on the device)
-    monkeypatch.setattr(kcl_module, "_masked_draw_limit", lambda device: limit)
-    return request.param
 
 
 def unit(*shape, seed=0):
