@@ -64,7 +64,7 @@ def test_kcl_with_generator_compiles_around_the_draw():
     torch.testing.assert_close(compiled, eager, atol=1e-10, rtol=1e-10)
 
 
-def test_label_check_is_the_only_sync():
+def test_default_label_check_breaks_the_graph():
     # With the default validate_labels=True the range check reads labels on the host: a graph
     # break under fullgraph=True, which is why the trainer (labels checked at load) turns it off.
     make, names, grad_names = CASES["bcl"]
