@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, SupConLoss  # noqa: E402
+from kcl_models.losses import kcl as kcl_module  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -348,10 +349,15 @@ def main(argv=None) -> None:
                         help="torch CPU threads (1 avoids OpenMP stalls on a busy shared CPU)")
     parser.add_argument("--skip-authors", action="store_true", help="time only ours and the bound")
     parser.add_argument("--compile", action="store_true", help="run ours and the authors' approach under torch.compile")
+    parser.add_argument("--kcl-draw", choices=("auto", "sort", "rank"), default="auto",
+                        help="KCL's positive draw: the library's choice by size (auto), always sort the queue "
+                             "by label, or always rank with a running count over [B, K]")
     parser.add_argument("--profile", action="store_true",
                         help="also print the profiler's kernel table of one call of ours (CUDA)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.kcl_draw != "auto":
+        kcl_module.RANK_DRAW_MAX_PAIRS[device.type] = 0 if args.kcl_draw == "sort" else 1 << 62
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (20 if device.type == "cuda" else 3)
@@ -366,7 +372,8 @@ def main(argv=None) -> None:
     cuda = device.type == "cuda"
     print(f"device: {name}, torch {torch.__version__}, float32, threads {torch.get_num_threads()}, "
           f"{args.stat} of {repeats} (warm-up {warmup}), forward+backward per call"
-          + (", ours and authors' under torch.compile" if args.compile else "") + "\n")
+          + (", ours and authors' under torch.compile" if args.compile else "")
+          + (f", KCL draw: {args.kcl_draw}" if args.kcl_draw != "auto" else "") + "\n")
     head = "| scale | loss | ours ms | authors ms | bound ms | ours / bound | authors / ours | ours checked ms "
     rule = "|---|---|---|---|---|---|---|---|"
     if cuda:

@@ -24,49 +24,69 @@ def _class_segments(labels: torch.Tensor, queue_labels: torch.Tensor):
 
 
 @torch.compiler.disable  # a Generator object cannot be traced: torch.compile runs this eagerly
-def _seeded_uniforms(b: int, k: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    u = torch.rand(b, k, generator=generator, device=generator.device, dtype=torch.float64)
-    return u.to(device, non_blocking=True)  # the driver stages the [B, k] block; CUDA's sync debug mode sees no sync
+def _seeded_uniforms(k: int, b: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    u = torch.rand(k, b, generator=generator, device=generator.device, dtype=torch.float64)
+    return u.to(device, non_blocking=True)  # the driver stages the [k, B] block; CUDA's sync debug mode sees no sync
 
 
-def _uniforms(b: int, k: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``[B, k]`` float64 uniforms in ``[0, 1)``, drawn on the generator's device when one is given
+def _uniforms(k: int, b: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``[k, B]`` float64 uniforms in ``[0, 1)``, drawn on the generator's device when one is given
     (a CPU generator gives the same numbers for any target device)."""
     if generator is None:
-        return torch.rand(b, k, device=device, dtype=torch.float64)
-    return _seeded_uniforms(b, k, generator, device)
+        return torch.rand(k, b, device=device, dtype=torch.float64)
+    return _seeded_uniforms(k, b, generator, device)
 
 
 def _uniform_offsets(count: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k`` slots per row, a uniform random subset of ``range(count_i)`` (all of it if ``count_i <= k``).
+    """``k`` slots per anchor, a uniform random subset of ``range(count_i)`` (all of it if ``count_i <= k``).
 
-    Floyd's algorithm (Bentley & Floyd, CACM 1987), vectorised over rows: for ``j = n-k .. n-1``
-    draw ``t`` uniform in ``[0, j]`` and take ``t``, or ``j`` if ``t`` was already taken. Every
-    k-subset comes out with probability ``1 / C(n, k)``. The work is ``O(B * k^2)`` tensor ops
-    on ``[B]`` columns with static shapes: no device sync (the class sizes stay on the device),
-    nothing of size ``[B, n_c]``, and nothing that stops ``torch.compile`` from fusing it.
-    ``u`` holds the ``[B, k]`` uniforms (float64, so ``t`` is exact for any queue size).
+    Floyd's algorithm (Bentley & Floyd, CACM 1987), vectorised over anchors: for
+    ``j = n-k .. n-1`` draw ``t`` uniform in ``[0, j]`` and take ``t``, or ``j`` if ``t`` was
+    already taken. Every k-subset comes out with probability ``1 / C(n, k)``. The work is
+    ``O(B * k^2)`` with static shapes: no device sync (the class sizes stay on the device), nothing
+    of size ``[B, n_c]``, and nothing that stops ``torch.compile`` from fusing it. ``u`` holds
+    ``[k, B]`` uniforms, one row per step (float64, so ``t`` is exact for any queue size).
 
     Returns ``(offset [B, k], valid [B, k])``; ``valid`` is False past ``count_i``.
     """
-    k = u.shape[1]
-    slots = torch.arange(k, device=count.device)  # [k]
-    top = count[:, None] - k + slots  # [B, k]: Floyd's j for step 0..k-1
-    drawn = torch.minimum((u * (top + 1)).long(), top)  # [B, k], t uniform in [0, j]
-    for step in range(1, k):  # t_step loses to j_step if an earlier step already took it
-        taken = (drawn[:, :step] == drawn[:, step:step + 1]).any(dim=1)  # [B]
-        drawn[:, step] = torch.where(taken, top[:, step], drawn[:, step])
-    few = count[:, None] <= k  # [B, 1]: a class with at most k entries gives all of them
-    offset = torch.where(few, slots, drawn)  # [B, k]
+    k = u.shape[0]
+    steps = torch.arange(k, device=count.device)[:, None]  # [k, 1]
+    top = count - k + steps  # [k, B]: Floyd's j for each step
+    t = torch.minimum((u * (top + 1)).long(), top)  # [k, B], t uniform in [0, j]
+    # Steps still to come hold -1, which no t matches, so each step compares with all k rows and
+    # writes its own (contiguous) row in place: three launches a step when run eagerly, where
+    # small sizes are bound by launches.
+    drawn = t.masked_fill(steps > 0, -1)  # [k, B]
+    for step in range(1, k):  # t loses to j if an earlier step already took it
+        torch.where((drawn == t[step]).any(dim=0), top[step], t[step], out=drawn[step])
+    slots = steps.T  # [1, k]
+    offset = torch.where(count[:, None] <= k, slots, drawn.T)  # [B, k]: a class of <= k entries gives them all
     return offset, slots < count[:, None]
 
 
-def _draw(order: torch.Tensor, start: torch.Tensor, count: torch.Tensor,
-          u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queue indices ``[B, k]`` of up to ``k`` uniformly drawn same-class entries, and their validity."""
+# Anchor-queue pairs ``B * K`` up to which the draw ranks each anchor's class entries with a
+# cumulative count over ``[B, K]`` instead of sorting the queue, per device type. On CUDA a sort of
+# up to 4096 keys runs in one thread block, while the count spreads over all of the GPU and
+# replaces the sort and two searches by one scan and one search; at larger sizes the
+# ``[B, K]`` pass costs more than the sort. On CPU the sort is always cheaper.
+RANK_DRAW_MAX_PAIRS: dict[str, int] = {"cpu": 0, "cuda": 1 << 21}
+
+
+def _draw(labels: torch.Tensor, queue_labels: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queue indices ``[B, k]`` of up to ``k`` uniformly drawn same-class entries, and their validity.
+
+    Offset ``r`` of an anchor names the ``r``-th entry of its class in queue order, found either in
+    the label-sorted queue (a stable sort keeps queue order within a class) or as the first slot
+    where the running count of same-class entries reaches ``r + 1``: both give the same indices.
+    """
+    n = queue_labels.shape[0]
+    if labels.shape[0] * n <= RANK_DRAW_MAX_PAIRS.get(labels.device.type, 0):
+        rank = (labels[:, None] == queue_labels[None, :]).cumsum(dim=1, dtype=torch.int32)  # [B, K]
+        offset, valid = _uniform_offsets(rank[:, -1].long(), u)  # rank[:, -1] = n_c
+        return torch.searchsorted(rank, (offset + 1).contiguous()).clamp_(max=n - 1), valid  # [B, k]
+    order, start, count = _class_segments(labels, queue_labels)
     offset, valid = _uniform_offsets(count, u)
-    index = order[(start[:, None] + offset).clamp_(max=order.shape[0] - 1)]  # [B, k]
-    return index, valid
+    return order[(start[:, None] + offset).clamp_(max=n - 1)], valid  # [B, k]
 
 
 def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: int | None,
@@ -75,8 +95,9 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
 
     The queue is sorted by label once, so each class is a contiguous segment of length ``n_c``;
     Floyd's algorithm then picks a uniform random subset of ``min(k, n_c)`` slots of each
-    anchor's segment (see ``_uniform_offsets``). No Python loop over anchors or classes and no
-    device sync. ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here,
+    anchor's segment (see ``_uniform_offsets``). At sizes in ``RANK_DRAW_MAX_PAIRS`` a running
+    count over ``[B, K]`` replaces the sort, with the same result. No Python loop over anchors or
+    classes and no device sync. ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here,
     while ``KCLLoss`` itself uses a label mask for FCL). Empty slots (label -1) never match an
     anchor label (anchors are >= 0).
 
@@ -96,13 +117,13 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
     if queue_labels.shape[0] == 0:
         empty = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=queue_labels.device)
         return empty, empty.bool()
-    order, start, count = _class_segments(labels, queue_labels)
     if k is None:
+        order, start, count = _class_segments(labels, queue_labels)
         width = int(count.max())  # device sync: the output shape depends on the data
         slots = torch.arange(width, device=count.device)
         index = order[(start[:, None] + slots).clamp_(max=order.shape[0] - 1)]
         return index, slots < count[:, None]
-    return _draw(order, start, count, _uniforms(labels.shape[0], k, generator, labels.device))
+    return _draw(labels, queue_labels, _uniforms(k, labels.shape[0], generator, labels.device))
 
 
 class _KCLFunction(torch.autograd.Function):
@@ -263,9 +284,7 @@ class KCLLoss(nn.Module):
             index = torch.zeros(query.shape[0], 0, dtype=torch.long, device=query.device)
             valid = index.bool()
         else:
-            u = _uniforms(query.shape[0], self.k, generator, query.device)  # [B, k]
-            order, start, count = _class_segments(labels, queue_labels)
-            index, valid = _draw(order, start, count, u)
+            index, valid = _draw(labels, queue_labels, _uniforms(self.k, query.shape[0], generator, query.device))
         dtype = compute_dtype(query, key, queue)
         with torch.autocast(query.device.type, enabled=False):
             return _KCLFunction.apply(query.to(dtype), key.to(dtype), queue.to(dtype), index, valid, same,

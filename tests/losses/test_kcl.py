@@ -273,3 +273,52 @@ def test_validate_labels_false_skips_only_the_range_check(data):
     assert checked.item() == unchecked.item()
     with pytest.raises(ValueError, match="queue feature dim"):  # shape checks stay
         KCLLoss(validate_labels=False)(query, key, labels, queue[:, :4], queue_labels)
+
+
+@pytest.fixture
+def rank_draw(monkeypatch):
+    """Make CPU take the running-count draw that CUDA takes at small sizes."""
+    from kcl_models.losses import kcl
+    monkeypatch.setitem(kcl.RANK_DRAW_MAX_PAIRS, "cpu", 1 << 40)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 40])
+def test_rank_draw_picks_what_the_sort_draw_picks(k, monkeypatch):
+    # The r-th entry of a class in queue order, found by a running count or in the label-sorted
+    # queue: the same uniforms must give the same positives (k=40 exceeds the queue's 30 slots).
+    from kcl_models.losses import kcl
+
+    g = torch.Generator().manual_seed(k)
+    labels = torch.randint(0, 6, (50,), generator=g)  # class 5 is absent from the queue
+    queue_labels = torch.randint(-1, 5, (30,), generator=g)
+    u = torch.rand(k, 50, generator=g, dtype=torch.float64)
+    sort_index, sort_valid = kcl._draw(labels, queue_labels, u)
+    monkeypatch.setitem(kcl.RANK_DRAW_MAX_PAIRS, "cpu", 1 << 40)
+    rank_index, rank_valid = kcl._draw(labels, queue_labels, u)
+    assert torch.equal(rank_valid, sort_valid)
+    assert torch.equal(rank_index[rank_valid], sort_index[sort_valid])
+    assert int(rank_index.max()) < 30  # padding points at a real slot, as the gather needs
+    assert bool((queue_labels[rank_index][rank_valid] == labels[:, None].expand(-1, k)[rank_valid]).all())
+
+
+def test_rank_draw_loss_and_gradients_match_the_reference(data, rank_draw):
+    query, key, labels, queue, queue_labels = (t.clone() for t in data)
+    query.requires_grad_()
+    loss = KCLLoss(k=2, temperature=0.2)(query, key, labels, queue, queue_labels,
+                                         generator=torch.Generator().manual_seed(8))
+    index, valid = draw_queue_positives(labels, queue_labels, 2, torch.Generator().manual_seed(8))
+    ref = kcl_reference(query, key, queue, [index[i][valid[i]].tolist() for i in range(len(labels))], 0.2)
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(loss, query)[0], torch.autograd.grad(ref, query)[0],
+                               atol=1e-6, rtol=1e-6)
+
+
+def test_rank_draw_is_uniform_over_subsets(rank_draw):
+    queue_labels = torch.tensor([2, 0, 0, 1, 0, 0, 2, 0, 0])
+    labels = torch.zeros(4000, dtype=torch.long)
+    index, valid = draw_queue_positives(labels, queue_labels, 3, torch.Generator().manual_seed(2))
+    assert bool(valid.all())
+    subsets = Counter(tuple(sorted(row)) for row in index.tolist())
+    assert set(subsets) == set(itertools.combinations([1, 2, 4, 5, 7, 8], 3))
+    for n in subsets.values():  # 200 expected, sd ~13.8: a 5-sd band
+        assert 131 <= n <= 269
