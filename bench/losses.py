@@ -357,7 +357,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.kcl_draw != "auto":
-        kcl_module.RANK_DRAW_MAX_PAIRS[device.type] = 0 if args.kcl_draw == "sort" else 1 << 62
+        kcl_module.RANK_DRAW_MAX_QUEUE[device.type] = 0 if args.kcl_draw == "sort" else 1 << 62
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (20 if device.type == "cuda" else 3)

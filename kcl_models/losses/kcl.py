@@ -64,12 +64,13 @@ def _uniform_offsets(count: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor
     return offset, slots < count[:, None]
 
 
-# Anchor-queue pairs ``B * K`` up to which the draw ranks each anchor's class entries with a
-# cumulative count over ``[B, K]`` instead of sorting the queue, per device type. On CUDA a sort of
-# up to 4096 keys runs in one thread block, while the count spreads over all of the GPU and
-# replaces the sort and two searches by one scan and one search; at larger sizes the
-# ``[B, K]`` pass costs more than the sort. On CPU the sort is always cheaper.
-RANK_DRAW_MAX_PAIRS: dict[str, int] = {"cpu": 0, "cuda": 1 << 21}
+# Queue sizes ``K`` up to which the draw ranks each anchor's class entries with a running count
+# over ``[B, K]`` instead of sorting the queue, per device type. CUDA sorts a dimension of at
+# most 4096 keys in place with one thread block per row, and the queue is a single row: at
+# K = 4096 that one block took 33 us on an H200, more than the loss's two matmuls (21 us), while
+# the count spreads over the whole GPU. Longer queues take CUB's multi-block radix sort. On CPU
+# the sort is always cheaper (10x at K = 4096).
+RANK_DRAW_MAX_QUEUE: dict[str, int] = {"cpu": 0, "cuda": 4096}
 
 
 def _draw(labels: torch.Tensor, queue_labels: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +81,7 @@ def _draw(labels: torch.Tensor, queue_labels: torch.Tensor, u: torch.Tensor) -> 
     where the running count of same-class entries reaches ``r + 1``: both give the same indices.
     """
     n = queue_labels.shape[0]
-    if labels.shape[0] * n <= RANK_DRAW_MAX_PAIRS.get(labels.device.type, 0):
+    if n <= RANK_DRAW_MAX_QUEUE.get(labels.device.type, 0):
         rank = (labels[:, None] == queue_labels[None, :]).cumsum(dim=1, dtype=torch.int32)  # [B, K]
         offset, valid = _uniform_offsets(rank[:, -1].long(), u)  # rank[:, -1] = n_c
         return torch.searchsorted(rank, (offset + 1).contiguous()).clamp_(max=n - 1), valid  # [B, k]
@@ -95,11 +96,11 @@ def draw_queue_positives(labels: torch.Tensor, queue_labels: torch.Tensor, k: in
 
     The queue is sorted by label once, so each class is a contiguous segment of length ``n_c``;
     Floyd's algorithm then picks a uniform random subset of ``min(k, n_c)`` slots of each
-    anchor's segment (see ``_uniform_offsets``). At sizes in ``RANK_DRAW_MAX_PAIRS`` a running
-    count over ``[B, K]`` replaces the sort, with the same result. No Python loop over anchors or
-    classes and no device sync. ``k=None`` takes every slot (FCL; the width ``max_c n_c`` costs one sync here,
-    while ``KCLLoss`` itself uses a label mask for FCL). Empty slots (label -1) never match an
-    anchor label (anchors are >= 0).
+    anchor's segment (see ``_uniform_offsets``). For queues within ``RANK_DRAW_MAX_QUEUE`` a
+    running count over ``[B, K]`` replaces the sort, with the same result. No Python loop over
+    anchors or classes and no device sync. ``k=None`` takes every slot (FCL; the width
+    ``max_c n_c`` costs one sync here, while ``KCLLoss`` itself uses a label mask for FCL). Empty
+    slots (label -1) never match an anchor label (anchors are >= 0).
 
     Args:
         labels: anchor labels ``[B]`` (>= 0).

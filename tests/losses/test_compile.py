@@ -76,5 +76,5 @@ def test_default_label_check_breaks_the_graph():
 def test_kcl_rank_draw_is_one_graph(monkeypatch):
     # The running-count draw that CUDA takes at small sizes (forced here on CPU) traces too.
     from kcl_models.losses import kcl
-    monkeypatch.setitem(kcl.RANK_DRAW_MAX_PAIRS, "cpu", 1 << 40)
+    monkeypatch.setitem(kcl.RANK_DRAW_MAX_QUEUE, "cpu", 1 << 40)
     test_single_graph_matches_eager("kcl")

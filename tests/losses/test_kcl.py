@@ -279,7 +279,7 @@ def test_validate_labels_false_skips_only_the_range_check(data):
 def rank_draw(monkeypatch):
     """Make CPU take the running-count draw that CUDA takes at small sizes."""
     from kcl_models.losses import kcl
-    monkeypatch.setitem(kcl.RANK_DRAW_MAX_PAIRS, "cpu", 1 << 40)
+    monkeypatch.setitem(kcl.RANK_DRAW_MAX_QUEUE, "cpu", 1 << 40)
 
 
 @pytest.mark.parametrize("k", [1, 3, 7, 40])
@@ -293,7 +293,7 @@ def test_rank_draw_picks_what_the_sort_draw_picks(k, monkeypatch):
     queue_labels = torch.randint(-1, 5, (30,), generator=g)
     u = torch.rand(k, 50, generator=g, dtype=torch.float64)
     sort_index, sort_valid = kcl._draw(labels, queue_labels, u)
-    monkeypatch.setitem(kcl.RANK_DRAW_MAX_PAIRS, "cpu", 1 << 40)
+    monkeypatch.setitem(kcl.RANK_DRAW_MAX_QUEUE, "cpu", 1 << 40)
     rank_index, rank_valid = kcl._draw(labels, queue_labels, u)
     assert torch.equal(rank_valid, sort_valid)
     assert torch.equal(rank_index[rank_valid], sort_index[sort_valid])
