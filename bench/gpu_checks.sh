@@ -18,7 +18,7 @@ timeout 150 $PY bench/losses.py --device cuda 2>&1 | tee "$OUT/losses_gpu.md"
 timeout 240 $PY bench/losses.py --device cuda --compile 2>&1 | tee "$OUT/losses_gpu_compiled.md"
 # KCL's positive draw both ways, at CIFAR scale (rank by default) and iNat D=128 (sort by default), with kernel tables
 for draw in sort rank; do
-  timeout 60 $PY bench/losses.py --device cuda --compile --scales cifar,inat_d128 --losses "KCL k=6" --kcl-draw $draw --profile 2>&1 | tee -a "$OUT/kcl_draw_gpu.md"
+  timeout 120 $PY bench/losses.py --device cuda --compile --scales cifar,inat_d128 --losses "KCL k=6" --kcl-draw $draw --profile 2>&1 | tee -a "$OUT/kcl_draw_gpu.md"
 done
 # 3. ResNet-50 BCL training step vs a timm-style CE step (bf16, channels_last), eager then compiled
 timeout 80 $PY bench/trainer.py --gpu --steps 20 --warmup 5 2>&1 | tee "$OUT/trainer_gpu.md"
