@@ -84,7 +84,8 @@ def _draw(labels: torch.Tensor, queue_labels: torch.Tensor, u: torch.Tensor) -> 
     if n <= RANK_DRAW_MAX_QUEUE.get(labels.device.type, 0):
         rank = (labels[:, None] == queue_labels[None, :]).cumsum(dim=1, dtype=torch.int32)  # [B, K]
         offset, valid = _uniform_offsets(rank[:, -1].long(), u)  # rank[:, -1] = n_c
-        return torch.searchsorted(rank, (offset + 1).contiguous()).clamp_(max=n - 1), valid  # [B, k]
+        target = (offset + 1).to(torch.int32, memory_format=torch.contiguous_format)  # [B, k], as the search wants
+        return torch.searchsorted(rank, target).clamp_(max=n - 1), valid  # [B, k]
     order, start, count = _class_segments(labels, queue_labels)
     offset, valid = _uniform_offsets(count, u)
     return order[(start[:, None] + offset).clamp_(max=n - 1)], valid  # [B, k]
