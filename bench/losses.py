@@ -205,11 +205,17 @@ def _sleep_cycles_per_ms() -> float:
     return 10_000_000 / start.elapsed_time(end)
 
 
+# A CUDA stream holds about a thousand pending launches; past that, the host blocks until the
+# GPU drains some, which behind a sleep means waiting for the sleep. Queued calls stay below it.
+PENDING_LAUNCH_BUDGET = 800
+
+
 def _device_ms(step, calls: int, host_ms: float, cycles_per_ms: float, syncs: bool) -> tuple[float, bool]:
     """GPU milliseconds per call with ``calls`` calls queued behind a sleep that outlasts their
     enqueueing, and whether that held: the start event must still be pending when the host has
     queued the last call (else the sleep is lengthened and the run repeated). A call that syncs
-    cannot be queued ahead; its figure then includes the host time and the flag is False."""
+    cannot be queued ahead; its figure then includes the host time and the flag is False.
+    ``calls`` times the call's launches must stay within ``PENDING_LAUNCH_BUDGET``."""
     sleep_ms = 2.0 * calls * host_ms + 5.0
     for _ in range(1 if syncs else 4):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -267,7 +273,8 @@ def measure(variants: dict, device: torch.device, repeats: int, warmup: int, sta
     for name, step in steps.items():
         res[name]["latency"] = res[name]["time"] = pick(times[name])
         if device.type == "cuda":
-            ms, ahead = _device_ms(step, repeats, res[name]["latency"] * 1e3, cycles_per_ms, res[name]["syncs"])
+            calls = max(1, min(repeats, PENDING_LAUNCH_BUDGET // max(res[name]["kernels"], 1)))
+            ms, ahead = _device_ms(step, calls, res[name]["latency"] * 1e3, cycles_per_ms, res[name]["syncs"])
             res[name]["time"], res[name]["host_ahead"] = ms / 1e3, ahead
     return res
 
