@@ -150,11 +150,11 @@ class _KCLFunction(torch.autograd.Function):
         l_neg = qt @ queue.T  # [B, D] @ [D, K] -> [B, K]
         # Positive weights: own key and each positive entry get w_own = 1 / (1 + |P_i|).
         if same is None:
-            w_own = 1.0 / (1.0 + valid.sum(dim=1, dtype=query.dtype))  # [B]
-            w_pos = valid.to(query.dtype) * w_own[:, None]  # [B, k]
-            pos_mean = w_own * l_pos + (l_neg.gather(1, index) * w_pos).sum(dim=1)  # [B]
+            w_own = valid.sum(dim=1, dtype=query.dtype).add_(1.0).reciprocal_()  # [B]
+            w_pos = w_own[:, None] * valid  # [B, k]
+            pos_mean = (l_neg.gather(1, index) * w_pos).sum(dim=1).addcmul_(w_own, l_pos)  # [B]
         else:
-            w_own = 1.0 / (1.0 + same.sum(dim=1, dtype=query.dtype))  # [B]
+            w_own = same.sum(dim=1, dtype=query.dtype).add_(1.0).reciprocal_()  # [B]
             w_pos = None
             pos_mean = w_own * (l_pos + (l_neg * same).sum(dim=1))  # [B]
         # Denominator: own key + whole queue, shifted by the row max for stability.
