@@ -64,7 +64,7 @@ def bench_cpu(epochs: int, batch_size: int) -> None:
 
 def bench_gpu(batch_size: int, steps: int, warmup: int, compile_model: bool, arch: str) -> None:
     from kcl_models.losses import BCLLoss, LogitAdjustedLoss
-    from kcl_models.train.wrappers import BCLModel
+    from kcl_models.methods.modules import BCLModel
 
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True

@@ -20,7 +20,7 @@ RUNS = {
     "la": dict(method_cfg="la", max_steps=20),
     "supcon": dict(method_cfg="supcon", max_steps=20),
     "kcl": dict(method_cfg="kcl", max_steps=20, queue_size=64),
-    "fcl": dict(method_cfg="kcl", max_steps=20, queue_size=64, kcl_k=None),
+    "fcl": dict(method_cfg="kcl", max_steps=20, queue_size=64, k=None),
     "bcl": dict(method_cfg="bcl", max_steps=20),
     "kcl_crt": dict(method_cfg="kcl", epochs=1, crt_epochs=1, queue_size=64),
     "supcon_crt": dict(method_cfg="supcon", epochs=1, crt_epochs=1),

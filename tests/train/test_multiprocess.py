@@ -24,9 +24,11 @@ def _free_port() -> int:
 
 
 def _launch(method: str, out: Path, **overrides) -> dict:
-    args = dict(output_dir=str(out), epochs=2, crt_epochs=1, batch_size=16, queue_size=64, log_with="none",
+    args = dict(output_dir=str(out), epochs=2, batch_size=16, log_with="none",
                 eval_every=0, warmup_epochs=0, input_size=8, data_kwargs="{img_size: 8}", debug_checks="true",
                 checkpoint_every=1000)
+    if method == "kcl":
+        args.update(crt_epochs=1, queue_size=64)
     args.update(overrides)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), str(ROOT / "train.py"), "--config", str(ROOT / f"configs/digits_{method}.yaml")]

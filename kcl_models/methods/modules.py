@@ -1,7 +1,7 @@
 """Training-time models. Never published: the exported timm model is the backbone + classifier.
 
-They live under ``train`` (not ``models``) because they are training-only and combine the
-backbone with loss-side state; this keeps ``kcl_models.models`` depending on timm alone.
+They live beside the methods (not in ``models``) because they are training-only and combine the
+backbone with loss-side heads; this keeps ``kcl_models.models`` depending on timm alone.
 
 - ``BCLModel``: BCL's two branches on one backbone (Zhu et al. 2022, Sec. 3): classifier logits
   (cosine head, trained with LA-CE), an L2-normalised contrastive projection, and class

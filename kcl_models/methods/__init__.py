@@ -1,0 +1,13 @@
+"""Training methods as plug-ins: one file per method, a small interface, a registry.
+
+Built in: ``ce``, ``la`` (:mod:`.ce`), ``supcon`` (+cRT, :mod:`.supcon`), ``kcl`` and ``fcl``
+(+cRT, :mod:`.kcl`), ``bcl`` (:mod:`.bcl`). A user's own method is a :class:`Method` subclass
+named as ``module:Class``, ``path/to/file.py:Class`` or through the ``kcl_models.methods``
+entry-point group (see :mod:`.registry` and the README).
+"""
+from . import bcl, ce, kcl, supcon  # noqa: F401  (register the built-in methods)
+from .base import LossOutput, Method, MethodContext, NoOptions, check_range, option
+from .registry import ENTRY_POINT_GROUP, available_methods, get_method, register_method
+
+__all__ = ["ENTRY_POINT_GROUP", "LossOutput", "Method", "MethodContext", "NoOptions", "available_methods",
+           "check_range", "get_method", "option", "register_method"]
