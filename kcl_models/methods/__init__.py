@@ -5,7 +5,8 @@ Built in: ``ce``, ``la`` (:mod:`.ce`), ``supcon`` (+cRT, :mod:`.supcon`), ``kcl`
 named as ``module:Class``, ``path/to/file.py:Class`` or through the ``kcl_models.methods``
 entry-point group (see :mod:`.registry` and the README).
 """
-from . import bcl, ce, kcl, supcon  # noqa: F401  (register the built-in methods)
+# registration order is the order users see (simplest first), hence unsorted
+from . import ce, supcon, kcl, bcl  # noqa: F401, I001
 from .base import LossOutput, Method, MethodContext, NoOptions, check_range, option
 from .registry import ENTRY_POINT_GROUP, available_methods, get_method, register_method
 

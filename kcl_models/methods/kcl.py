@@ -156,7 +156,7 @@ class FCL(KCL):
 
     @dataclass
     class Options(KCL.Options):
-        k: None = option(None, "FCL takes every same-class queue entry (use method kcl for k positives)")
+        k: int | None = option(None, "null: every same-class queue entry is a positive (method kcl takes k)")
 
         def __post_init__(self) -> None:
             if self.k is not None:

@@ -35,7 +35,9 @@ class BCLModel(nn.Module):
         super().__init__()
         classifier = backbone.get_classifier()
         if not isinstance(getattr(classifier, "weight", None), torch.Tensor):
-            raise ValueError("BCLModel needs a backbone with a classifier (num_classes > 0)")
+            raise ValueError(f"BCL prototypes need a classifier with a weight matrix [C, D]; the backbone's "
+                             f"classifier is {type(classifier).__name__} (build it with num_classes > 0 and a "
+                             f"linear or cosine head)")
         dim = backbone.num_features
         self.backbone = backbone
         self.head = ProjectionMLP(dim, hidden or dim, feat_dim)
