@@ -107,7 +107,16 @@ class KCL(Method):
         return [self.key_encoder, self.queue, self.filled]
 
     def _enqueue(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
-        self.queue.enqueue(self.ctx.gather_nograd(keys), self.ctx.gather_nograd(labels))
+        keys, labels = self.ctx.gather_nograd(keys), self.ctx.gather_nograd(labels)
+        if keys.shape[0] != self.global_batch:
+            # a batch shortened by unreadable images (skip_corrupt, one process): it still trains,
+            # but only full batches enter the queue, so its slots stay aligned with the global batch
+            if not getattr(self, "_warned_short", False):
+                self.ctx.log(f"note: batches shortened by skipped images ({keys.shape[0]} of {self.global_batch}) "
+                             f"are not enqueued")
+                self._warned_short = True
+            return
+        self.queue.enqueue(keys, labels)
 
     @torch.no_grad()
     def before_training(self, model: nn.Module, loader: Any) -> None:

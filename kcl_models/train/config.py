@@ -84,6 +84,8 @@ class TrainConfig:
     checkpoint_every: int = _opt(0, "optimizer steps between checkpoints (0: each epoch end)")
     keep_checkpoints: int = _opt(2, "complete checkpoints kept")
     resume: str | None = _opt(None, "a checkpoint folder, or auto for the newest complete one")
+    resume_apply: bool = _opt(False, "on resume, apply changed lr / min_lr / clip_grad / crt_lr / mixed_precision")
+    overwrite: bool = _opt(False, "replace an earlier run's results and checkpoints in output_dir")
     log_with: str | None = _opt("tensorboard", "Accelerate tracker (tensorboard) or none")
     log_every: int = _opt(10, "optimizer steps between log lines")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (smoke tests)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from typing import Any
 
 import timm
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from timm.optim import create_optimizer_v2
@@ -33,7 +34,11 @@ from kcl_models.eval.metrics import compute_metrics
 from kcl_models.methods import LossOutput, MethodContext
 from kcl_models.methods.base import build_options
 from kcl_models.methods.modules import LinearOnFrozen, pooled_features
+from kcl_models.models import PretrainedWeightsUnavailable
+from kcl_models.utils.io import atomic_write_text, save_timm_folder
+from kcl_models.utils.tensors import NonFiniteWeightsError, first_nonfinite
 
+from .checkpoints import Checkpoints, describe, resume_changes, why_incomplete
 from .config import TrainConfig
 from .data import build_run_data, make_loader, train_loader
 from .distributed import all_gather_with_grad, concat_all_gather
@@ -41,6 +46,9 @@ from .distributed import all_gather_with_grad, concat_all_gather
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+RESULTS = ("model", "best", "train_metrics.json")  # an earlier run's outputs (config.yaml alone: a run cut short)
 
 
 @dataclass
@@ -54,6 +62,12 @@ class TrainState:
     stage_step: int = 0          # optimizer updates of the current stage (drives its scheduler)
     best_top1: float = -1.0      # on the validation split
     last_checkpoint: str | None = None
+    loss_history: list = None    # every optimizer step's loss, all stages, across resumes
+    timing: dict = None          # stage-1 seconds and images
+
+    def __post_init__(self) -> None:
+        self.loss_history = [] if self.loss_history is None else self.loss_history
+        self.timing = {"seconds": 0.0, "images": 0} if self.timing is None else self.timing
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,12 +106,6 @@ class Stage:
     after_step: Any = None
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted((output_dir / "checkpoints").glob("checkpoint_*"),
-                   key=lambda p: int(re.sub(r"\D", "", p.name) or -1))
-    return ckpts[-1] if ckpts else None
-
-
 def _schedule(optimizer, sched: str, epochs: int, updates: int, **kw: Any):
     return create_scheduler_v2(optimizer, sched=sched, num_epochs=epochs, step_on_epochs=False,
                                updates_per_epoch=updates, **kw)[0]
@@ -120,8 +128,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with=cfg.log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=True,
-                                            total_limit=cfg.keep_checkpoints),
+        project_config=ProjectConfiguration(project_dir=str(out)),  # checkpoints: see .checkpoints
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(cfg.seed)
@@ -155,19 +162,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- optimisation ------------------------------------------------------------------------
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     momentum=cfg.momentum)
-    updates = math.ceil(len(loader) / accelerator.num_processes / cfg.grad_accum_steps)
-    schedulers = {"stage1": _schedule(optimizer, cfg.sched, cfg.epochs, updates, warmup_epochs=cfg.warmup_epochs,
-                                      min_lr=cfg.min_lr)}
     objects = [model, optimizer, loader, *eval_loaders.values()]
     if method.crt:
         crt_ds = data.crt_dataset(cfg)
         crt_loader = make_loader(crt_ds, cfg.crt_batch_size or cfg.batch_size, cfg,
                                  build_sampler(cfg.crt_sampler, crt_ds.targets, cfg.seed + 1))
         crt_opt = create_optimizer_v2(crt_head, opt="sgd", lr=cfg.crt_lr, weight_decay=0.0, momentum=0.9)
-        schedulers["stage2"] = _schedule(crt_opt, cfg.crt_sched, cfg.crt_epochs,
-                                         math.ceil(len(crt_loader) / accelerator.num_processes),
-                                         decay_milestones=cfg.crt_decay_milestones, decay_rate=0.1)
         objects += [crt_head, crt_opt, crt_loader]
+
+    def make_schedulers() -> dict[str, Any]:
+        updates = math.ceil(len(loader) / accelerator.num_processes / cfg.grad_accum_steps)
+        made = {"stage1": _schedule(optimizer, cfg.sched, cfg.epochs, updates, warmup_epochs=cfg.warmup_epochs,
+                                    min_lr=cfg.min_lr)}
+        if method.crt:
+            made["stage2"] = _schedule(crt_opt, cfg.crt_sched, cfg.crt_epochs,
+                                       math.ceil(len(crt_loader) / accelerator.num_processes),
+                                       decay_milestones=cfg.crt_decay_milestones, decay_rate=0.1)
+        return made
+
+    schedulers = make_schedulers()
     prepared = accelerator.prepare(*objects)
     model, optimizer, loader = prepared[:3]
     eval_loaders = dict(zip(eval_loaders, prepared[3:3 + len(eval_loaders)]))
@@ -175,27 +188,35 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         crt_head, crt_opt, crt_loader = prepared[3 + len(eval_loaders):]
 
     state = TrainState()
-    accelerator.register_for_checkpointing(state, SchedulerState(**schedulers), *method.checkpoint_state())
+    scheduler_state = SchedulerState(**schedulers)
+    accelerator.register_for_checkpointing(state, scheduler_state, *method.checkpoint_state())
 
     # ---- resume ------------------------------------------------------------------------------
-    if not cfg.resume and _latest_checkpoint(out) is not None:
-        raise ValueError(f"output_dir '{out}' already holds checkpoints of an earlier run: pass --resume auto "
-                         f"to continue it, or choose another output_dir")
-    if cfg.resume:
-        path = _latest_checkpoint(out) if cfg.resume == "auto" else Path(cfg.resume)
-        if path is None or not path.exists():
-            if cfg.resume != "auto":
-                raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
-        else:
-            accelerator.load_state(str(path))
-            accelerator.project_configuration.iteration = int(re.sub(r"\D", "", path.name) or 0) + 1
-            log(f"resumed from {path}: stage {state.stage}, epoch {state.epoch}, "
-                f"batch {state.batch_in_epoch}, step {state.global_step}")
+    ckpts = Checkpoints(out, cfg.keep_checkpoints, accelerator)
+    path = _resume_path(cfg, ckpts, out, log)
+    accelerator.wait_for_everyone()  # every rank has looked at output_dir before any writes to it
+    if path is not None:
+        applied = _check_resume_config(cfg, path)
+        accelerator.load_state(str(path))
+        state.last_checkpoint = str(path)
+        if applied:  # new lr / min_lr: the optimizers restart their schedules from the new values
+            for opt_, key in ((optimizer, "lr"), (crt_opt if method.crt else None, "crt_lr")):
+                for group in opt_.param_groups if opt_ is not None else []:
+                    group["lr"] = group["initial_lr"] = getattr(cfg, key)
+            schedulers = make_schedulers()
+            scheduler_state.schedulers.update(schedulers)
+            log(f"resume: applied {describe(applied)}")
+        log(f"resumed from {path}: stage {state.stage}, epoch {state.epoch}, "
+            f"batch {state.batch_in_epoch}, step {state.global_step}")
     if main:
         cfg.save(out / "config.yaml")
     accelerator.init_trackers("train", config={k: v for k, v in cfg.to_dict().items()
                                                 if isinstance(v, (int, float, str, bool))})
-    loop = _Loop(cfg, accelerator, state, data, eval_loaders, out, checks)
+    guarded = {"model": model, **{f"{method.name}.{i}": m for i, m in enumerate(method.checkpoint_state())
+                                   if isinstance(m, nn.Module)}}
+    if method.crt:
+        guarded["crt_head"] = crt_head
+    loop = _Loop(cfg, accelerator, state, data, eval_loaders, out, checks, ckpts, guarded)
 
     # ---- stages ------------------------------------------------------------------------------
     unwrapped = accelerator.unwrap_model(model)
@@ -232,6 +253,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         state.stage, state.epoch, state.batch_in_epoch, state.stage_step = stage.index + 1, 0, 0, 0
     if method.crt:
         features.requires_grad_(True)
+        log(f"stage 1 ({method.name}) ran {cfg.epochs} epochs, then cRT {cfg.crt_epochs} epochs (crt_epochs)")
 
     # ---- export: timm folder (backbone + classifier) + final metrics -----------------------------
     accelerator.wait_for_everyone()
@@ -239,42 +261,113 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metrics = loop.evaluate(export, "final")
     if hasattr(data.train.dataset, "report_skipped"):
         data.train.dataset.report_skipped()
+    loop.check_weights("export", {"export": export})
     if main:
         loop.save_timm_folder(export, out / "model")
-        (out / "train_metrics.json").write_text(json.dumps(
+        skipped = {k: ds.num_skipped for k, ds in (("train", data.train.dataset), ("test", data.test))
+                   if hasattr(ds, "num_skipped")}
+        atomic_write_text(out / "train_metrics.json", json.dumps(
             {"metrics": metrics, "config": cfg.to_dict(), "class_counts": data.counts,
-             "loss_history": loop.loss_history, "timing": loop.timing}, indent=2, default=str))
+             "loss_history": state.loss_history, "timing": state.timing, "skipped_images": skipped},
+            indent=2, default=str))
         if checks is not None:
             checks["eval_samples"] = loop.eval_samples
             checks = {k: sorted(v) if isinstance(v, set) else v for k, v in checks.items()}
-            (out / "debug_checks.json").write_text(json.dumps(checks, indent=2))
+            atomic_write_text(out / "debug_checks.json", json.dumps(checks, indent=2))
+        logs = f" | logs: {out / 'train'} (TensorBoard)" if cfg.log_with not in (None, "none") else ""
+        best = f" | best (validation): {out / 'best'}" if (out / "best").is_dir() else ""
+        log(f"done. model: {out / 'model'}{best} | metrics: {out / 'train_metrics.json'}{logs} | "
+            f"checkpoints: {ckpts.root}")
     accelerator.end_training()
     return metrics
+
+
+def _resume_path(cfg: TrainConfig, ckpts: Checkpoints, out: Path, log) -> Path | None:
+    """The checkpoint to resume from, None for a fresh run; refuses to replace an earlier run's outputs."""
+    earlier = [n for n in RESULTS if (out / n).exists()]
+    if cfg.resume == "auto":
+        path = ckpts.latest(log)
+        if path is not None:
+            return path
+        if earlier and not cfg.overwrite:
+            raise ValueError(f"--resume auto: '{out}' has no complete checkpoint but holds an earlier run's "
+                             f"{', '.join(earlier)}; pass --overwrite true to start again there, or choose "
+                             f"another output_dir")
+        log(f"resume auto: no complete checkpoint in {ckpts.root}; starting from scratch")
+    elif cfg.resume:
+        path = Path(cfg.resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
+        reason = why_incomplete(path)
+        if reason is not None:
+            raise ValueError(f"cannot resume from {path}: {reason}; use --resume auto for the newest complete one")
+        return path
+    elif ckpts.any() or earlier:
+        if not cfg.overwrite:
+            what = "checkpoints" if ckpts.any() else ", ".join(earlier)
+            raise ValueError(f"output_dir '{out}' already holds {what} of an earlier run: pass --resume auto to "
+                             f"continue it, --overwrite true to replace it, or choose another output_dir")
+    if cfg.overwrite and (ckpts.any() or earlier):
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            for name in (*RESULTS, "checkpoints", "config.yaml", "debug_checks.json"):
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        PartialState().wait_for_everyone()
+    return None
+
+
+def _check_resume_config(cfg: TrainConfig, path: Path) -> dict:
+    """The changes to apply on resume; refuses those that would make it another run (see .checkpoints)."""
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        raise ValueError(f"cannot resume from {path}: it has no config.yaml to compare with")
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    applicable, refused = resume_changes(saved, cfg.to_dict())
+    if refused:
+        raise ValueError(f"cannot resume {path} with a different config: {describe(refused)}; "
+                         f"these define the run: drop the overrides, or start a new run in another output_dir")
+    if applicable and not cfg.resume_apply:
+        raise ValueError(f"resuming {path} with changed {describe(applicable)}: pass --resume_apply true to "
+                         f"train on with the new value(s), or drop the override(s)")
+    return applicable
 
 
 class _Loop:
     """Epochs, steps, checkpoints and evaluation of one run; knows stages, never methods."""
 
     def __init__(self, cfg: TrainConfig, accelerator: Accelerator, state: TrainState, data: Any,
-                 eval_loaders: dict[str, Any], out: Path, checks: dict[str, Any] | None) -> None:
+                 eval_loaders: dict[str, Any], out: Path, checks: dict[str, Any] | None, ckpts: Checkpoints,
+                 guarded: dict[str, nn.Module]) -> None:
         self.cfg, self.acc, self.state, self.data, self.out = cfg, accelerator, state, data, out
-        self.eval_loaders, self.checks = eval_loaders, checks
-        self.loss_history: list[float] = []
-        self.timing = {"seconds": 0.0, "images": 0}
+        self.eval_loaders, self.checks, self.ckpts, self.guarded = eval_loaders, checks, ckpts, guarded
         self.eval_samples = 0
         self.stopped = False
 
     # ---- outputs ------------------------------------------------------------------------------
+    def check_weights(self, where: str, modules: dict[str, nn.Module] | None = None) -> None:
+        """Stop the run at the first non-finite parameter or buffer (a diverged BN variance too)."""
+        for prefix, module in (modules or self.guarded).items():
+            bad = first_nonfinite(self.acc.unwrap_model(module))
+            if bad is not None:
+                name, count, numel = bad
+                self.acc.end_training()
+                raise NonFiniteWeightsError(
+                    f"non-finite weights at {where} (step {self.state.global_step}): tensor '{prefix}.{name}' holds "
+                    f"{count} NaN/inf value(s) of {numel}; the run stopped without saving them. Last good "
+                    f"checkpoint: {self.state.last_checkpoint or 'none saved yet'}. Try a lower lr or clip_grad, "
+                    f"then --resume auto --resume_apply true (or --resume <an earlier checkpoint> if it diverges "
+                    f"again).", name, count, numel)
+
     def save_checkpoint(self) -> None:
-        self.acc.wait_for_everyone()
-        self.acc.save_state()
-        if self.acc.is_main_process:
-            self.state.last_checkpoint = str(_latest_checkpoint(self.out))
-            self.cfg.save(Path(self.state.last_checkpoint) / "config.yaml")
+        self.check_weights("checkpoint")  # only checkpoints whose tensors are all finite are written
+        path = self.ckpts.save(before_rename=lambda staging: self.cfg.save(staging / "config.yaml"))
+        self.state.last_checkpoint = str(path)
 
     def save_timm_folder(self, m: nn.Module, folder: Path) -> None:
-        timm.models.save_for_hf(as_timm_model(m, self.data.num_classes), str(folder),
-                                model_config={"label_names": list(self.data.train.classes)}, safe_serialization=True)
+        save_timm_folder(as_timm_model(m, self.data.num_classes), folder,
+                         model_config={"label_names": list(self.data.train.classes)})
 
     def evaluate(self, eval_model: nn.Module, tag: str) -> dict[str, Any]:
         """Test metrics (returned, logged); with a validation split, best/ follows its top-1."""
@@ -306,7 +399,7 @@ class _Loop:
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at {where}; the run stopped. Last good checkpoint: "
                 f"{self.state.last_checkpoint or 'none saved yet'}. Try a lower lr, clip_grad, or "
-                f"mixed_precision=no, then --resume auto.")
+                f"mixed_precision=no, then --resume auto --resume_apply true.")
 
     # ---- one stage ------------------------------------------------------------------------------
     def run_stage(self, stage: Stage) -> dict[str, Any]:
@@ -355,8 +448,8 @@ class _Loop:
                         break
             bar.close()
             if stage.index == 1:
-                self.timing["seconds"] += time.perf_counter() - tic
-                self.timing["images"] += seen
+                state.timing["seconds"] += time.perf_counter() - tic
+                state.timing["images"] += seen
             self.stopped = bool(cfg.max_steps and state.global_step >= cfg.max_steps)
             if not self.stopped:
                 state.epoch, state.batch_in_epoch = epoch + 1, 0
@@ -373,7 +466,7 @@ class _Loop:
         cfg, acc, state = self.cfg, self.acc, self.state
         state.global_step += 1
         state.stage_step += 1
-        self.loss_history.append(float(acc.reduce(out.loss.detach(), "mean")))
+        state.loss_history.append(float(acc.reduce(out.loss.detach(), "mean")))
         stage.scheduler.step_update(num_updates=state.stage_step)
         if stage.after_step is not None:
             stage.after_step()
@@ -403,9 +496,9 @@ def main_cli(argv: list[str] | None = None) -> int:
                 print(help_text(overrides.get("method")))
                 return 0
             train(load_config(config, overrides))
-        except (NonFiniteLossError, ValueError, FileNotFoundError) as err:
+        except (NonFiniteLossError, ValueError, OSError, PretrainedWeightsUnavailable) as err:
             if debug:
                 raise
-            print(f"train.py: error: {err}")
+            print(f"train.py: error: {err}".replace("\n", " "))
             return 1
     return 0

@@ -120,6 +120,13 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
     ckpts = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
     assert ckpts == ["checkpoint_0", "checkpoint_1", "checkpoint_2"]
     assert (Path(cfg.output_dir) / "checkpoints" / "checkpoint_2" / "config.yaml").is_file()
+    # the advice works: a lower lr, applied on resume, trains the run to its end
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    AcceleratorState._reset_state(True), GradientState._reset_state(), PartialState._reset_state()
+    train(_cfg("ce", tmp_path, epochs=2, batch_size=32, checkpoint_every=1, keep_checkpoints=10, lr=0.01,
+               resume="auto", resume_apply=True))
+    history = json.loads((Path(cfg.output_dir) / "train_metrics.json").read_text())["loss_history"]
+    assert len(history) == 18 and all(map(torch.isfinite, torch.tensor(history)))
 
 
 def test_bad_configs_give_clear_errors(tmp_path):
