@@ -239,6 +239,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                             [crt_head], export))
     else:
         export = method.export_module(unwrapped)
+    log(" then ".join(f"stage {s.index} ({s.name}): {s.epochs} epochs" for s in stages)
+        + (" (set with epochs and crt_epochs)" if method.crt else ""))
     metrics: dict[str, Any] = {}
     for stage in stages:
         if state.stage > stage.index:
@@ -253,7 +255,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         state.stage, state.epoch, state.batch_in_epoch, state.stage_step = stage.index + 1, 0, 0, 0
     if method.crt:
         features.requires_grad_(True)
-        log(f"stage 1 ({method.name}) ran {cfg.epochs} epochs, then cRT {cfg.crt_epochs} epochs (crt_epochs)")
 
     # ---- export: timm folder (backbone + classifier) + final metrics -----------------------------
     accelerator.wait_for_everyone()
