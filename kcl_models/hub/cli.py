@@ -116,7 +116,12 @@ def _model_for_save(spec: str, weights: str | None, results: Mapping) -> Any:
             raise ValueError("--weights is not used with a local-dir:/hf-hub: model (the folder holds the weights)")
         if spec.startswith("local-dir:") and not Path(spec[len("local-dir:"):]).is_dir():
             raise FileNotFoundError(f"model folder not found: {spec[len('local-dir:'):]}")
-        return timm.create_model(spec, pretrained=True).eval()
+        from safetensors import SafetensorError
+        try:
+            return timm.create_model(spec, pretrained=True).eval()
+        except (SafetensorError, json.JSONDecodeError) as err:  # timm's messages do not name the file
+            raise ValueError(f"{spec}: cannot load the model ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                             f"is its model.safetensors truncated or its config.json malformed?") from None
     if not weights:
         raise ValueError(f"--weights is required with --model {spec} (or pass --model local-dir:<folder>)")
     if not timm.is_model(spec.split(".", 1)[0]):

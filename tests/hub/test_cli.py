@@ -60,6 +60,13 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     broken.write_text('{"schema": ')
     assert "broken.json:1: not valid JSON" in _error(capsys, ["save", "--model", "local-dir:x", "--results",
                                                               str(broken), "--out", str(tmp_path / "e")])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architecture": "resnet32_kcl", "num_classes": 10}')
+    (folder / "model.safetensors").write_bytes(truncated.read_bytes())
+    err = _error(capsys, ["save", "--model", f"local-dir:{folder}", "--results", str(results), "--out",
+                          str(tmp_path / "e")])
+    assert f"local-dir:{folder}: cannot load the model" in err and "truncated" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
 
 
