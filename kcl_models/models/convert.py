@@ -23,6 +23,7 @@ its original name in the checkpoint) and every shape mismatch, and nothing is lo
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,7 +338,8 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         except (SafetensorError, OSError) as err:
             raise CheckpointLoadError(f"{path}: not a readable safetensors file ({err}); is it truncated?") from None
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(_numpy_scalar_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # our own error follows
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         import re
