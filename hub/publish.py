@@ -5,7 +5,8 @@
         --results outputs/x50_eval/results.json --repo kcl-models/resnext50_32x4d_bcl.imagenet_lt --dry-run
 
 ``--results`` rewrites the model card with the measured numbers first; ``--dry-run`` prints the
-files and card metadata without contacting the Hub. The token comes from ``HF_TOKEN`` or
+files and card metadata without contacting the Hub. A ``timm/`` plain-timm export in the folder
+goes to the repo's ``timm`` branch (``hf-hub:<repo>@timm``). The token comes from ``HF_TOKEN`` or
 ``hf auth login`` and is never printed. Thin wrapper over ``kcl-hub publish``.
 """
 import sys

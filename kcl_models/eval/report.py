@@ -13,7 +13,7 @@ README tables and plots. Layout::
       "per_class": {"accuracy": [float | null], "train_count": [int], "group": [str]},
       "probes": {"linear_probe": {...}, "knn": {...}, "open_set": {...}}   (optional),
       "config": {...},
-      "software": {"kcl_models", "torch", "timm", "python"},
+      "software": {"kcl_models", "torch", "timm", "python", "huggingface_hub", "safetensors"},
       "created": ISO-8601 UTC time,
       "eval_settings": {"sigma": float, "ece_bins": int}   (optional; how beta/ECE were computed)
     }
@@ -39,7 +39,7 @@ from typing import Any
 __all__ = [
     "SCHEMA", "PROTOCOLS", "METRIC_KEYS", "ResultsSchemaError", "file_sha256", "software_versions",
     "probe_entry", "build_results", "validate_results", "save_results", "load_results",
-    "markdown_table", "plot_per_class", "plot_compare",
+    "results_mismatch", "markdown_table", "plot_per_class", "plot_compare",
 ]
 
 SCHEMA = "kcl-models/results/v1"
@@ -65,11 +65,15 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def software_versions() -> dict[str, str]:
+    """Versions recorded with results and exports (the one helper for this fact)."""
+    import huggingface_hub
+    import safetensors
     import timm
     import torch
 
     from .. import __version__
     return {"kcl_models": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "huggingface_hub": huggingface_hub.__version__, "safetensors": safetensors.__version__,
             "python": platform.python_version()}
 
 
@@ -198,10 +202,10 @@ _NUM = (int, float)
 def _check_metric_block(block: Any, where: str, path: str) -> None:
     if not isinstance(block, Mapping):
         raise ResultsSchemaError(f"{where}: '{path.rstrip('.')}' must be an object")
-    for k in ("top1", "top5", "balancedness", "ece"):
-        _require(block, k, _NUM, where, path, nullable=k == "ece")
-    for k in ("many", "medium", "few"):
-        _require(block, k, _NUM, where, path, nullable=True)
+    for k in METRIC_KEYS:
+        v = _require(block, k, _NUM, where, path, nullable=k not in ("top1", "top5", "balancedness"))
+        if v is not None and not math.isfinite(v):  # NaN/inf would reach cards and tables as numbers
+            raise ResultsSchemaError(f"{where}: key '{path}{k}' must be a finite number, got {v!r}")
 
 
 def _check_per_class(pc: Any, n: int | None, where: str, path: str) -> None:
@@ -274,17 +278,23 @@ def validate_results(results: Any, where: str = "results") -> None:
 
 
 def save_results(results: Mapping, path: str | Path) -> Path:
-    """Validate and write ``results`` as indented JSON (NaN written as ``null``)."""
+    """Validate and write ``results`` as indented JSON (NaN written as ``null``), atomically."""
+    from ..utils.io import atomic_write_text
+
     path = Path(path)
     clean = _clean(results)
     validate_results(clean, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
 
 
-def load_results(path: str | Path) -> dict:
-    """Read and validate a results JSON; errors name the file (and line, or the missing key)."""
+def load_results(path: str | Path | Mapping, where: str = "results") -> dict:
+    """Read and validate a results JSON; errors name the file (and line, or the missing key).
+
+    An already parsed dict is validated (``where`` names it in errors) and returned as a copy.
+    """
+    if isinstance(path, Mapping):
+        validate_results(path, where=where)
+        return json.loads(json.dumps(path))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file not found: {path}")
@@ -294,6 +304,23 @@ def load_results(path: str | Path) -> dict:
         raise ResultsSchemaError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     validate_results(results, where=str(path))
     return results
+
+
+def results_mismatch(results: Mapping, architectures: Sequence[str], weights_sha256: Sequence[str]) -> list[str]:
+    """Why ``results`` may not describe given weights: ``[]`` when ``model.architecture`` is one of
+    ``architectures`` (the tag is ignored) and ``model.weights_sha256`` one of ``weights_sha256``."""
+    problems = []
+    arch = str(results["model"]["architecture"]).split(".", 1)[0]
+    names = sorted({a.split(".", 1)[0] for a in architectures if a})
+    if arch not in names:
+        problems.append(f"they were measured on architecture '{arch}', these weights are {' / '.join(names)}")
+    sha = results["model"].get("weights_sha256")
+    if sha is None:
+        problems.append("they record no weights sha256, so nothing shows they were measured on these weights")
+    elif sha not in set(weights_sha256):
+        problems.append(f"they were measured on weights with sha256 {sha}, these weights have "
+                        f"{' / '.join(dict.fromkeys(weights_sha256))}")
+    return problems
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -338,14 +365,18 @@ def _pyplot():
 
 
 def _save_figure(fig: Any, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    """Lay out, write atomically (creating the folder) and close a matplotlib figure."""
+    import io
+
     import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_write_bytes
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_per_class(results: Mapping, path: str | Path, protocol: str | None = None) -> Path:

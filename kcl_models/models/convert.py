@@ -23,6 +23,7 @@ its original name in the checkpoint) and every shape mismatch, and nothing is lo
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,39 +285,77 @@ def _numpy_scalar_globals() -> list:
     return ([scalar] if scalar is not None else []) + [np.dtype] + dtypes
 
 
+def _pickle_globals(path: Path, limit: int = 5) -> list[str]:
+    """Names a raw (non-zip) pickle would import, read with ``pickletools`` (nothing is executed)."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings = (strings + [arg])[-2:]
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                    found.append(".".join(strings))
+                if op.name == "STOP" or len(found) >= limit:
+                    break
+    except Exception:  # noqa: BLE001 - not a pickle at all: nothing to report
+        return []
+    return [g for g in dict.fromkeys(found) if not g.startswith(("torch.", "collections.OrderedDict"))]
+
+
+def _refused(path: Path, name: str) -> CheckpointLoadError:
+    return CheckpointLoadError(
+        f"{path}: refused for safety: torch.load(weights_only=True) will not unpickle '{name}' (unpickling "
+        f"arbitrary objects can run code); if you trust the file, extract its tensors yourself and convert "
+        f"those (--debug shows how)\n"
+        f"  The authors' checkpoints hold only tensors and plain Python values, which load safely; this "
+        f"file also pickles other objects, so kcl-models will not unpickle it. If you trust it, allow that "
+        f"one class and keep weights_only=True while you extract the weights, then convert the result:\n"
+        f"    torch.serialization.add_safe_globals([<the class named above>])\n"
+        f"    ckpt = torch.load('{path}', map_location='cpu', weights_only=True)\n"
+        f"    torch.save({{'state_dict': ckpt['state_dict']}}, 'weights_only.pth')")
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely: ``.safetensors`` directly, pickles only with ``weights_only=True``.
 
-    numpy scalars/dtypes (often in ``best_acc1``) are allowed; any other object in the pickle is
-    refused with an explanation instead of being unpickled.
+    numpy scalars/dtypes (often in ``best_acc1``) are allowed; a pickle of any other object is
+    refused for safety (the message names the object) instead of being unpickled; bytes that are
+    no checkpoint at all are reported as not readable.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointLoadError(f"{path}: not a readable safetensors file ({err}); is it truncated?") from None
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(_numpy_scalar_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # our own error follows
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        import re
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))  # zip checkpoints: torch names the refused global
+        if named:
+            raise _refused(path, named.group(1)) from None
+        imports = _pickle_globals(path)  # raw pickles: the safe unpickler stops at an opcode it does not run
+        if imports:
+            raise _refused(path, imports[0]) from None
         lines = [line.strip() for line in str(err).splitlines()]
-        detail = next((line for line in lines if "Unsupported global" in line), None)
-        if detail is None:  # no refused object: the bytes are not a torch.save pickle at all
-            why = next((line for line in lines if "Unsupported" in line), "the file could not be unpickled")
-            raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
-        raise CheckpointLoadError(
-            f"{path}: refused by torch.load(weights_only=True): {detail}\n"
-            f"  The authors' checkpoints hold only tensors and plain Python values, which load safely; this "
-            f"file also pickles other objects, and unpickling them could run arbitrary code, so kcl-models "
-            f"will not do it. If you trust the file, allow that one class and keep weights_only=True while "
-            f"you extract the weights, then convert the result:\n"
-            f"    torch.serialization.add_safe_globals([<the class named above>])\n"
-            f"    ckpt = torch.load('{path}', map_location='cpu', weights_only=True)\n"
-            f"    torch.save({{'state_dict': ckpt['state_dict']}}, 'weights_only.pth')") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+        why = next((line for line in lines if "Unsupported" in line), "the file could not be unpickled")
+        raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
+    except Exception as err:  # noqa: BLE001 - truncated zips, text files, empty files: all "not readable"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointLoadError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}"
+                                  f"{': ' + first if first else ''})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointLoadError(f"{path}: expected a dict (checkpoint or state dict), got {type(obj).__name__}")
     return dict(obj)

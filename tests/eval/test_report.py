@@ -16,6 +16,7 @@ from kcl_models.eval.report import (
     markdown_table,
     plot_compare,
     plot_per_class,
+    results_mismatch,
     save_results,
 )
 
@@ -46,7 +47,7 @@ def test_round_trip(tmp_path):
     res = _results(tmp_path, probes=probes)
     assert res["schema"] == SCHEMA == "kcl-models/results/v1"
     assert res["model"]["weights_sha256"] == hashlib.sha256(b"fake weights").hexdigest()
-    assert set(res["software"]) == {"kcl_models", "torch", "timm", "python"}
+    assert set(res["software"]) == {"kcl_models", "torch", "timm", "huggingface_hub", "safetensors", "python"}
     assert res["per_class"]["group"] == ["many", "medium", "medium", "few", "few"]
     assert set(res["probes"]["open_set"]) == {"target_classes", "target", "all"}
     path = save_results(res, tmp_path / "out" / "results.json")
@@ -117,3 +118,53 @@ def test_markdown_and_plots(tmp_path):
         assert p.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no probe 'linear_probe'"):
         plot_per_class(a, tmp_path / "x.png", protocol="linear_probe")
+
+
+def test_non_finite_metrics_are_refused(tmp_path):
+    """A NaN/inf metric (json.loads accepts NaN) must not reach a card or a table as a number."""
+    path = save_results(_results(tmp_path), tmp_path / "r.json")
+    for bad in ("NaN", "Infinity"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps(data).replace(f'"top1": {data["metrics"]["top1"]}', f'"top1": {bad}', 1))
+        with pytest.raises(ResultsSchemaError, match="'metrics.top1' must be a finite number"):
+            load_results(path)
+
+
+def test_load_results_validates_a_dict_too(tmp_path):
+    res = _results(tmp_path)
+    copy = load_results(res, where="given results")
+    assert copy == json.loads(json.dumps(res)) and copy is not res
+    del res["per_class"]
+    with pytest.raises(ResultsSchemaError, match="given results: missing key 'per_class'"):
+        load_results(res, where="given results")
+
+
+def test_results_mismatch_names_architecture_and_weights(tmp_path):
+    res = _results(tmp_path)
+    sha = res["model"]["weights_sha256"]
+    assert results_mismatch(res, ["resnet32_kcl"], [sha]) == []
+    assert results_mismatch(res, ["resnet32_kcl.digits_lt", "resnet32"], ["0" * 64, sha]) == []
+    problems = results_mismatch(res, ["resnet50_bcl"], ["1" * 64])
+    assert len(problems) == 2 and "'resnet32_kcl'" in problems[0] and sha in problems[1]
+    res["model"]["weights_sha256"] = None
+    assert "record no weights sha256" in results_mismatch(res, ["resnet32_kcl"], [sha])[0]
+
+
+def test_files_are_written_atomically_with_the_default_mode(tmp_path, monkeypatch):
+    import os
+    import stat
+    res = _results(tmp_path)
+    old = os.umask(0o022)
+    try:
+        path = save_results(res, tmp_path / "out" / "results.json")
+        plot = plot_per_class(res, tmp_path / "out" / "per_class.png")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (path, plot)} == {0o644}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["per_class.png", "results.json"]
+    before = path.read_bytes()
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        save_results(_results(tmp_path, seed=3), path)
+    assert path.read_bytes() == before  # the earlier results survive a failed write
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["per_class.png", "results.json"]

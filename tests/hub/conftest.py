@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,19 +48,34 @@ def write_results(path: Path, results: dict) -> Path:
     return path
 
 
-def place_in_hf_cache(folder: Path, cache: Path, repo_id: str, commit: str = "a" * 40) -> Path:
-    """Lay ``folder`` out as the HF cache does: models--org--name/{refs/main, snapshots/<commit>/...}."""
+def place_in_hf_cache(folder: Path, cache: Path, repo_id: str, commit: str = "a" * 40, ref: str = "main") -> Path:
+    """Lay ``folder`` out as the HF cache does: models--org--name/{refs/<ref>, snapshots/<commit>/...}
+    (files only: a sub-folder such as the ``timm/`` export is another branch)."""
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     snap = repo_dir / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
     for f in folder.iterdir():
+        if not f.is_file():
+            continue
         try:
             os.link(f, snap / f.name)  # hard link: no copy of large weights
         except OSError:
             shutil.copy2(f, snap / f.name)
     (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
+    (repo_dir / "refs" / ref).write_text(commit)
     return snap
+
+
+def code_blocks(markdown: str, lang: str = "python") -> list[str]:
+    """The ``lang`` fenced blocks of a markdown text, in order."""
+    return re.findall(rf"```{lang}\n(.*?)```", markdown, flags=re.S)
+
+
+def write_image(path: Path, size: int = 40) -> Path:
+    """A small RGB image for the cards' usage snippets (``image.png``)."""
+    from PIL import Image
+    Image.new("RGB", (size, size), (120, 30, 200)).save(path)
+    return path
 
 
 def run_offline(code: str, cache: Path, tmp: Path, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -9,7 +9,8 @@ import yaml
 from conftest import REPO_ROOT, make_results
 
 import kcl_models
-from kcl_models.hub import default_manifest_path, load_manifest, load_results, zoo_table_markdown
+from kcl_models.eval.report import load_results
+from kcl_models.hub import default_manifest_path, load_manifest, zoo_table_markdown
 
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 

@@ -13,7 +13,9 @@ from conftest import REPO_ROOT, make_results, write_results
 from huggingface_hub import ModelCard
 
 import kcl_models  # noqa: F401
-from kcl_models.hub import main, publish, save_for_hub, sha256_file
+from kcl_models.eval.report import file_sha256
+from kcl_models.hub import ResultsMismatchError, main, publish, save_for_hub
+from kcl_models.utils import NonFiniteWeightsError
 
 VARIANT = "resnet32_bcl.digits_lt"
 REPO = "kcl-models/resnet32_bcl.digits_lt"
@@ -24,7 +26,10 @@ SECRET = "hf_dontPrintThisToken123"
 def folder(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model(VARIANT).eval()
-    return save_for_hub(model, make_results(VARIANT, "resnet32_bcl", 10), tmp_path / "export")
+    out = save_for_hub(model, None, tmp_path / "export")
+    results = make_results(VARIANT, "resnet32_bcl", 10, weights_sha256=file_sha256(out / "model.safetensors"))
+    publish(out, REPO, dry_run=True, results=results)  # writes results.json, the plot and the card
+    return out
 
 
 def test_dry_run_lists_exactly_the_files_written(folder, capsys):
@@ -74,12 +79,12 @@ def test_publish_with_results_rewrites_card_for_the_target_repo(tmp_path, fake_h
     model = timm.create_model(VARIANT).eval()
     folder = save_for_hub(model, None, tmp_path / "export")  # as after conversion: no results yet
     assert "Not evaluated yet" in (folder / "README.md").read_text()
-    results = make_results(VARIANT, "resnet32_bcl", 10, weights_sha256=sha256_file(folder / "model.safetensors"))
+    results = make_results(VARIANT, "resnet32_bcl", 10, weights_sha256=file_sha256(folder / "model.safetensors"))
     results["metrics"]["few"] = None  # a shot group without classes is allowed by the schema
     publish(folder, "someone/digits-bcl", results=write_results(tmp_path / "r.json", results))
     card = ModelCard.load(folder / "README.md")
     values = {r.metric_name: r.metric_value for r in card.data.eval_results}
-    assert values["Top-1 accuracy"] == results["metrics"]["top1"]
+    assert values["Top-1 accuracy"] == round(results["metrics"]["top1"], 2)
     assert "Top-1 accuracy (few-shot)" not in values
     assert "hf-hub:someone/digits-bcl" in fake_hub["uploaded_card"] and "(matches `model.safetensors`)" in card.text
     assert fake_hub["uploaded_files"] == ["README.md", "config.json", "model.safetensors", "per_class.png",
@@ -107,29 +112,13 @@ def test_publish_refuses_a_registry_repo_the_variant_could_not_load(tmp_path):
     assert publish(folder, "kcl-models/resnet32_bcl.digits_lt_stage1", dry_run=True)
 
 
-def test_cli_errors_are_one_clear_line(tmp_path, capsys):
-    assert main(["publish", "--folder", str(tmp_path / "missing"), "--repo", REPO, "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("kcl-hub publish: error: folder not found") and "Traceback" not in err
-    assert main(["convert", "bcl", "--arch", "resnext50_32x4d_bcl", "--checkpoint",
-                 str(tmp_path / "nope.pth.tar"), "--out", str(tmp_path / "o")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"\x00garbage")
-    assert main(["convert", "auto", "--arch", "resnet32_bcl", "--checkpoint", str(junk),
-                 "--out", str(tmp_path / "o")]) == 2
-    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # argparse: unknown layout
-        main(["convert", "moco", "--arch", "x", "--checkpoint", "c", "--out", "o"])
-    assert "invalid choice: 'moco'" in capsys.readouterr().err
-
-
 def test_cli_save_then_publish_dry_run(tmp_path, capsys):
     torch.manual_seed(0)
     model = timm.create_model("resnet32_kcl", num_classes=10).eval()
     from safetensors.torch import save_file
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    results = write_results(tmp_path / "r.json", make_results("resnet32_kcl.digits_lt", "resnet32_kcl", 10))
+    results = write_results(tmp_path / "r.json", make_results("resnet32_kcl.digits_lt", "resnet32_kcl", 10,
+                                                              weights_sha256=file_sha256(tmp_path / "w.safetensors")))
     out = tmp_path / "export"
     assert main(["save", "--model", "resnet32_kcl.digits_lt", "--weights", str(tmp_path / "w.safetensors"),
                  "--results", str(results), "--out", str(out)]) == 0
@@ -159,7 +148,8 @@ def test_cli_save_from_trainer_folder_records_training(tmp_path, capsys):
     model = timm.create_model("resnet32_bcl.digits_lt").eval()
     timm.models.save_for_hf(model, str(tmp_path / "run" / "model"), safe_serialization=True)
     (tmp_path / "run" / "config.yaml").write_text("method: bcl\nepochs: 60\noutput_dir: /home/me/runs/x\n")
-    results = make_results(VARIANT, "resnet32_bcl", 10)
+    results = make_results(VARIANT, "resnet32_bcl", 10,
+                           weights_sha256=file_sha256(tmp_path / "run" / "model" / "model.safetensors"))
     results["config"] = {}
     out = tmp_path / "export"
     assert main(["save", "--model", f"local-dir:{tmp_path / 'run' / 'model'}", "--results",
@@ -167,4 +157,29 @@ def test_cli_save_from_trainer_folder_records_training(tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert "Trained by kcl-models with the configuration above" in card and "epochs: 60" in card
     assert "/home/me" not in card and "output_dir: <local path>" in card
-    assert sha256_file(tmp_path / "run" / "model" / "model.safetensors") in card
+    assert file_sha256(tmp_path / "run" / "model" / "model.safetensors") in card
+
+
+def test_publish_refuses_results_of_other_weights_unless_forced(folder, tmp_path, fake_hub, capsys):
+    good = json.loads((folder / "results.json").read_text())
+    other = dict(good, model=dict(good["model"], architecture="resnet50_bcl"))
+    with pytest.raises(ResultsMismatchError, match="architecture 'resnet50_bcl'"):
+        publish(folder, REPO, results=other)
+    stale = dict(good, model=dict(good["model"], weights_sha256="f" * 64))
+    path = write_results(tmp_path / "stale.json", stale)
+    assert main(["publish", "--folder", str(folder), "--repo", REPO, "--results", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sha256 " + "f" * 64 in err and "--force" in err
+    assert "upload_folder" not in fake_hub, "nothing may be uploaded"
+    assert "--force" not in (folder / "README.md").read_text()
+    assert main(["publish", "--folder", str(folder), "--repo", REPO, "--results", str(path), "--force"]) == 0
+    assert "**Published with `--force`:**" in fake_hub["uploaded_card"] and "f" * 64 in fake_hub["uploaded_card"]
+
+
+def test_publish_refuses_non_finite_weights(folder):
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["layer3.4.bn2.running_var"][0] = float("nan")
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(NonFiniteWeightsError, match=r"'layer3\.4\.bn2\.running_var' holds 1 non-finite"):
+        publish(folder, REPO, dry_run=True)

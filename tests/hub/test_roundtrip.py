@@ -8,10 +8,11 @@ import json
 import pytest
 import timm
 import torch
-from conftest import make_results, place_in_hf_cache, run_offline
+from conftest import code_blocks, make_results, place_in_hf_cache, run_offline, write_image
 
 import kcl_models  # noqa: F401
-from kcl_models.hub import save_for_hub
+from kcl_models.eval.report import file_sha256
+from kcl_models.hub import save_for_hub, write_model_card
 
 
 def _save_reference(model: torch.nn.Module, x: torch.Tensor, path) -> None:
@@ -24,7 +25,9 @@ def bcl_cache(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bcl_roundtrip")
     torch.manual_seed(0)
     model = timm.create_model("resnet32_bcl.digits_lt").eval()
-    folder = save_for_hub(model, make_results("resnet32_bcl.digits_lt", "resnet32_bcl", 10), tmp / "export")
+    folder = save_for_hub(model, None, tmp / "export")
+    write_model_card(folder, make_results("resnet32_bcl.digits_lt", "resnet32_bcl", 10,
+                                          weights_sha256=file_sha256(folder / "model.safetensors")))
     cache = tmp / "hub_cache"
     place_in_hf_cache(folder, cache, "kcl-models/resnet32_bcl.digits_lt")
     _save_reference(model, torch.randn(4, 3, 32, 32), tmp / "ref.pt")
@@ -35,10 +38,16 @@ def bcl_cache(tmp_path_factory):
 def offline_run(bcl_cache):
     """One fresh interpreter (HF_HUB_OFFLINE=1, cache = the tmp cache) runs every offline check."""
     tmp, cache, folder = bcl_cache
+    write_image(tmp / "image.png")
+    snippets = code_blocks((folder / "README.md").read_text().split("## Usage", 1)[1].split("\n## ", 1)[0])
     code = f"""
 import json, torch, timm, kcl_models
 ref = torch.load({str(tmp / 'ref.pt')!r}, weights_only=True)
 out = {{}}
+for i, snippet in enumerate({snippets!r}):  # the card's usage, as written
+    scope = {{}}
+    exec(snippet, scope)
+    out["snippet%d" % i] = sorted(k for k in ("probs", "maps", "embedding", "model") if k in scope)
 for spec in ("resnet32_bcl.digits_lt", "hf-hub:kcl-models/resnet32_bcl.digits_lt", "local-dir:{folder}"):
     model = timm.create_model(spec, pretrained=True).eval()
     with torch.no_grad():
@@ -57,43 +66,17 @@ print("RESULT" + json.dumps(out))
 
 
 def test_registered_name_hf_hub_and_local_dir_load_identical_weights_offline(offline_run):
-    specs = [k for k in offline_run if k != "missing"]
+    specs = [k for k in offline_run if k != "missing" and not k.startswith("snippet")]
     assert len(specs) == 3
     for spec in specs:
         assert offline_run[spec] == {"equal": True, "num_classes": 10, "cls": "CosineClassifier"}, spec
 
 
+def test_card_usage_snippets_run_as_written_offline(offline_run):
+    ran = {k: v for k, v in offline_run.items() if k.startswith("snippet")}
+    assert list(ran.values()) == [["model", "probs"], ["maps", "model"], ["embedding", "model"], ["model"]]
+
+
 def test_pretrained_without_cache_names_the_repo(offline_run):
     assert offline_run["missing"].startswith("PretrainedWeightsUnavailable")
     assert "kcl-models/resnet32_kcl.digits_lt" in offline_run["missing"]
-
-
-def test_standard_variant_loads_with_plain_timm(tmp_path):
-    """resnet50_kcl's folder names timm's resnet50: hf-hub: loads it without kcl_models; after
-    import kcl_models the registered name loads the same weights."""
-    torch.manual_seed(1)
-    model = timm.create_model("resnet50_kcl.imagenet_lt").eval()
-    results = make_results("resnet50_kcl.imagenet_lt", "resnet50_kcl", 1000)
-    results["data"]["name"] = "imagenet-lt"
-    folder = save_for_hub(model, results, tmp_path / "export")
-    cache = tmp_path / "hub_cache"
-    place_in_hf_cache(folder, cache, "kcl-models/resnet50_kcl.imagenet_lt")
-    _save_reference(model, torch.randn(2, 3, 64, 64), tmp_path / "ref.pt")
-    code = f"""
-import json, sys, torch, timm
-ref = torch.load({str(tmp_path / 'ref.pt')!r}, weights_only=True)
-plain = timm.create_model("hf-hub:kcl-models/resnet50_kcl.imagenet_lt", pretrained=True).eval()
-assert "kcl_models" not in sys.modules, "plain timm path imported kcl_models"
-with torch.no_grad():
-    res = dict(plain_equal=bool(torch.equal(plain(ref["x"]), ref["y"])), plain_arch=type(plain).__name__,
-               plain_cfg_arch=plain.pretrained_cfg["architecture"])
-    import kcl_models
-    reg = timm.create_model("resnet50_kcl.imagenet_lt", pretrained=True).eval()
-    res["registry_equal"] = bool(torch.equal(reg(ref["x"]), ref["y"]))
-print("RESULT" + json.dumps(res))
-"""
-    proc = run_offline(code, cache, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.split("RESULT", 1)[1])
-    assert res == {"plain_equal": True, "plain_arch": "ResNet", "plain_cfg_arch": "resnet50",
-                   "registry_equal": True}

@@ -155,7 +155,7 @@ def test_bcl_checkpoint_converts_to_identical_features_and_predictions(bcl_check
     assert conv.layout == "bcl" and conv.classifier == "cosine" and conv.num_classes == NUM_CLASSES
     assert conv.transposed == ["fc.weight"]
     assert conv.dropped and all(k.startswith(("module.head.", "module.head_fc.")) for k in conv.dropped)
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "timm"}
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert model.num_classes == NUM_CLASSES
     with torch.no_grad():
