@@ -33,6 +33,8 @@ SKIPPED = {
         "needs the authors' checkpoint, a download (conversion: tests/models/test_convert.py, tests/hub)",
     "python eval.py --model local-dir:hub_out/resnext50_32x4d_bcl.imagenet_lt --data split-file":
         "needs ImageNet-LT on disk",
+    "python eval.py --model local-dir:outputs/bsm/model": "evaluates the custom-method run "
+        "(tests/methods/test_custom_method.py trains the README example, then runs this eval)",
     "python hub/publish.py --folder hub_out/resnext50_32x4d_bcl.imagenet_lt": "uploads to the Hub "
         "(publish: tests/hub/test_publish.py with a patched HfApi)",
 }
@@ -48,6 +50,11 @@ RUN = (
 
 def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _snippets() -> list[str]:
+    """Python blocks run here: all but the custom-method file (tests/methods/test_custom_method.py runs it)."""
+    return [b for b in _blocks("python") if not b.startswith("# balanced_softmax.py")]
 
 
 def shell_commands() -> list[str]:
@@ -76,7 +83,7 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
     assert not unknown, f"README commands neither run nor skipped here (add them to RUN or SKIPPED): {unknown}"
     for prefix in RUN:
         assert sum(c.startswith(prefix) for c in commands) == 1, f"RUN entry without its README command: {prefix}"
-    assert len(_blocks("python")) == 1, "a new README python block: run it below, or say why not"
+    assert len(_snippets()) == 1, "a new README python block: run it below, or say why not"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +119,7 @@ def _run(cmd: str, root: Path, env: dict) -> subprocess.CompletedProcess:
 def ran(checkout):
     """Every runnable README command and python block, as written, two at a time."""
     root, env = checkout
-    (root / "readme_snippet.py").write_text(_blocks("python")[0])
+    (root / "readme_snippet.py").write_text(_snippets()[0])
     jobs = [c for c in shell_commands() if _kind(c) == "run"] + ["python readme_snippet.py"]
     with ThreadPoolExecutor(max_workers=2) as pool:
         procs = dict(zip(jobs, pool.map(lambda c: _run(c, root, env), jobs)))

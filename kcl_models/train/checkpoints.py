@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kcl_models.utils.io import _finish_tree, atomic_write_text
+from kcl_models.utils.io import atomic_write_text, finish_tree, fsync_dir
 
 CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
 STAGING = re.compile(r"^\.tmp-checkpoint_(\d+)$")
@@ -104,15 +104,11 @@ class Checkpoints:
         if acc.is_main_process:
             if before_rename is not None:
                 before_rename(staging)
-            _finish_tree(staging)                            # fsync every file (and default modes)
+            finish_tree(staging)                            # fsync every file (and default modes)
             files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
             atomic_write_text(staging / MARKER, json.dumps({"files": files}, indent=1))
             os.rename(staging, final)
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(self.root)
             for old in self.complete()[:-self.keep]:         # only once a newer complete one exists
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_file_mode", "default_dir_mode", "atomic_write_bytes", "atomic_write_text",
-           "atomic_folder", "save_timm_folder"]
+__all__ = ["default_file_mode", "default_dir_mode", "atomic_write_bytes", "atomic_write_text", "finish_tree",
+           "fsync_dir", "atomic_folder", "save_timm_folder"]
 
 
 def _umask() -> int:
@@ -40,7 +40,7 @@ def default_dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -68,7 +68,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -77,7 +77,7 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def _finish_tree(root: Path) -> None:
+def finish_tree(root: Path) -> None:
     """Default modes and fsync for everything under ``root`` (third-party writers differ)."""
     file_mode, dir_mode = default_file_mode(), default_dir_mode()
     for dirpath, _, filenames in os.walk(root):
@@ -87,7 +87,7 @@ def _finish_tree(root: Path) -> None:
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(dirpath, dir_mode)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 @contextmanager
@@ -105,7 +105,7 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield staging
-        _finish_tree(staging)
+        finish_tree(staging)
         if path.exists():
             backup = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
             backup.rmdir()
@@ -115,11 +115,11 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             except BaseException:
                 os.rename(backup, path)
                 raise
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.rename(staging, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
