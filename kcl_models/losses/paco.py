@@ -87,7 +87,8 @@ class _PaCoFunction(torch.autograd.Function):
 
 class PaCoLoss(nn.Module):
     """Parametric contrastive loss, Cui et al. (ICCV 2021, PaCo loss; TPAMI 2023, GPaCo), as written in
-    the project's METHODS.md from the authors' code.
+    the project's METHODS.md from the authors' code (the project has no paper text to cite an
+    equation number from).
 
     ``features`` holds the contrast set ``F`` (L2-normalised projections); its first ``A`` rows are
     the anchors, whose raw classifier outputs are ``center_logits`` (``w_c.h_i + b_c``: the rows

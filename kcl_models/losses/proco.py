@@ -143,7 +143,8 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class ProCoLoss(nn.Module):
-    """ProCo's contrastive term (Du et al., TPAMI 2024) with its per-class vMF estimators.
+    """ProCo's contrastive term (Du et al., TPAMI 2024) with its per-class vMF estimators, as written in
+    the project's METHODS.md from the authors' code (no paper text to cite an equation number from).
 
     For each view ``v`` of the batch, in order:
 
@@ -180,7 +181,8 @@ class ProCoLoss(nn.Module):
     (with gathered features) to manage the exchange elsewhere; :meth:`logits` then gives ``S``.
 
     The sums use a one-hot matmul rather than ``index_add_``, whose CUDA atomics would make the
-    statistics differ in the last bits between processes and runs.
+    statistics differ in the last bits between processes and runs. ``nu = p/2 - 1`` exactly (the
+    authors' code truncates it to an integer, the same for the even ``p`` of their recipes).
 
     Args:
         class_counts: training images per class, length ``C``, all > 0 (the LA prior).
@@ -265,7 +267,8 @@ class ProCoLoss(nn.Module):
         """
         onehot = F.one_hot(labels.to(device=self.mean_new.device, dtype=torch.long), self.num_classes)  # [N, C]
         n = onehot.sum(dim=0)  # [C] images of each class in the batch
-        sums = torch.mm(onehot.T.to(self.mean_new.dtype), features.to(self.mean_new.dtype))  # [C, N] @ [N, p]
+        with torch.autocast(self.mean_new.device.type, enabled=False):  # sums in the statistics' dtype
+            sums = torch.mm(onehot.T.to(self.mean_new.dtype), features.to(self.mean_new.dtype))  # [C, N] @ [N, p]
         batch_mean = sums / n.clamp(min=1)[:, None].to(sums.dtype)  # [C, p]
         for mean, count in ((self.mean_old, self.count_old), (self.mean_new, self.count_new)):
             w = n.to(mean.dtype) / (n + count).clamp(min=1).to(mean.dtype)  # [C], 0 for absent classes

@@ -104,3 +104,10 @@ def test_argument_errors():
         log_bessel_iv(torch.tensor(3.0), x)
     with pytest.raises(TypeError, match="floating-point"):
         log_bessel_iv(3, torch.ones(2, dtype=torch.long))
+
+
+def test_huge_arguments_with_the_recurrence():
+    x = torch.tensor([1e200, 1e300], dtype=torch.float64)
+    g, q = _g_and_q(2.0, x)  # 23 recurrence steps: x * (x q) must not overflow
+    assert torch.isfinite(g).all() and torch.isfinite(q).all()
+    assert g[1].item() == pytest.approx(1e300, rel=1e-12)

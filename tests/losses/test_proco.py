@@ -315,3 +315,13 @@ def test_constructor_errors():
         proco_logits(unit(2, 4), unit(3, 3), torch.ones(3), 0.1)
     with pytest.raises(ValueError, match="kappa has 2 entries but mu has 3 classes"):
         proco_logits(unit(2, 4), unit(3, 4), torch.ones(2), 0.1)
+
+
+def test_statistics_ignore_autocast():
+    feats, y = _steps(9, 1)[0]
+    plain, mixed = ProCoLoss(COUNTS, feature_dim=8), ProCoLoss(COUNTS, feature_dim=8)
+    plain(feats.float(), y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed(feats.float(), y)
+    assert mixed.mean_old.dtype == torch.float32
+    assert torch.equal(plain.mean_old, mixed.mean_old) and torch.equal(plain.mean_new, mixed.mean_new)
