@@ -32,7 +32,6 @@ evaluated in place.
 """
 from __future__ import annotations
 
-import functools
 import math
 from fractions import Fraction
 
@@ -69,16 +68,21 @@ def _debye_coefficients(terms: int) -> list[list[float]]:
 _U = _debye_coefficients(_TERMS)
 
 
-@functools.lru_cache(maxsize=64)
+_SERIES: dict[float, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+
+@torch.compiler.assume_constant_result  # plain floats: dynamo uses the result, not a trace of the cache
 def _series(nu: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Coefficients (highest power first) of ``S(p) = sum_k U_k(p) / nu^k`` and of ``S'(p)``, as
     single polynomials in ``p`` of degree ``3 * _TERMS`` (``U_k`` has the powers ``p^(k+2j)``)."""
-    coef = [0.0] * (3 * _TERMS + 1)
-    for k, cs in enumerate(_U):
-        for j, c in enumerate(cs):
-            coef[k + 2 * j] += c / nu**k
-    deriv = [e * c for e, c in enumerate(coef)][1:]
-    return tuple(reversed(coef)), tuple(reversed(deriv))
+    if nu not in _SERIES:
+        coef = [0.0] * (3 * _TERMS + 1)
+        for k, cs in enumerate(_U):
+            for j, c in enumerate(cs):
+                coef[k + 2 * j] += c / nu**k
+        deriv = [e * c for e, c in enumerate(coef)][1:]
+        _SERIES[nu] = tuple(reversed(coef)), tuple(reversed(deriv))
+    return _SERIES[nu]
 
 
 def _horner(coefs: tuple[float, ...], p: torch.Tensor) -> torch.Tensor:
