@@ -4,7 +4,8 @@ Each loss is timed beside
   (a) "authors": a straightforward implementation written here from the description of the
       authors' approach (BCL: one-hot class counts via an identity matrix and per-entry weights
       built in a Python list; KCL: top-k over the label mask, which takes the first k same-class
-      entries; SupCon: the usual mask-based formulation). Not copied from their repositories;
+      entries; SupCon: the usual mask-based formulation; PaCo and ProCo: see
+      bench/authors_paco_proco.py). Not copied from their repositories;
   (b) "bound": the logits matmuls alone, forward and backward (the backward gets ready-made
       output gradients), the cost no implementation can avoid.
 
@@ -13,6 +14,11 @@ Scales (B=256 images, two views):
   inat         D=1024, C=8142, K=65536, IF 500
   inat_d128    D=128,  C=8142, K=65536, IF 500
   cifar        D=128,  C=100,  K=4096 (project's choice), IF 100
+PaCo uses its own queue, K=8192 (1024 for cifar), with A=B anchors and M=2B+K contrast rows, T=0.2,
+alpha=0.05; ProCo takes the two views of the batch (p=D, tau=0.07) with its statistics updated per
+view, as in training. The authors' ProCo builds [N, C, p] tensors (8.5 GB at inat): it is run only
+where one of them stays under AUTHORS_PROCO_MAX_BYTES; its Miller recurrence is inaccurate for
+large arguments (METHODS.md), so no agreement is printed for it.
 
 Usage:
   python bench/losses.py                       # cuda if available, all scales
@@ -46,7 +52,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, SupConLoss  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from authors_paco_proco import ProCoAuthors, paco_authors  # noqa: E402
+
+from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, PaCoLoss, ProCoLoss, SupConLoss  # noqa: E402
 from kcl_models.losses import kcl as kcl_module  # noqa: E402
 
 
@@ -58,15 +67,19 @@ class Scale:
     classes: int
     queue: int
     imbalance: float
+    paco_queue: int = 8192
 
 
 SCALES = {
     "imagenet_lt": Scale(256, 2, 1024, 1000, 65536, 256.0),
     "inat": Scale(256, 2, 1024, 8142, 65536, 500.0),
     "inat_d128": Scale(256, 2, 128, 8142, 65536, 500.0),
-    "cifar": Scale(256, 2, 128, 100, 4096, 100.0),
-    "tiny": Scale(8, 2, 16, 5, 64, 10.0),  # smoke test only; not in the default list
+    "cifar": Scale(256, 2, 128, 100, 4096, 100.0, 1024),
+    "tiny": Scale(8, 2, 16, 5, 64, 10.0, 32),  # smoke test only; not in the default list
 }
+# Largest [N, C, p] float32 tensor the authors' ProCo may build, per device type (it builds several).
+AUTHORS_PROCO_MAX_BYTES = {"cpu": 2**28, "cuda": 2**34}
+PACO_ALPHA, PACO_T = 0.05, 0.2
 DEFAULT_SCALES = "imagenet_lt,inat,inat_d128,cifar"
 TEMPERATURE = 0.07
 KCL_K = 6
@@ -342,6 +355,48 @@ def cases(scale: Scale, device: torch.device, gen: torch.Generator, compiled: bo
         "bound": (lambda: backward(F.cross_entropy(logits, labels)), [logits]),  # plain CE
     }, None
 
+    # PaCo: anchors = the B queries, contrast = [queries; keys; queue of paco_queue]
+    kp = scale.paco_queue
+    p_queue, p_queue_labels = unit(kp, d, gen=gen, device=device), longtailed_labels(kp, c, scale.imbalance, gen)
+    p_labels = torch.cat([labels, labels, p_queue_labels.to(device)])
+    center = torch.randn(b, c, generator=gen).to(device).requires_grad_()
+    paco = PaCoLoss(counts, PACO_ALPHA, temperature=PACO_T, validate_labels=False).to(device)
+    paco_chk = PaCoLoss(counts, PACO_ALPHA, temperature=PACO_T).to(device)
+    log_prior = paco.log_prior.float()
+    paco_a = paco_authors
+    if compiled:
+        paco, paco_chk, paco_a = (torch.compile(f) for f in (paco, paco_chk, paco_authors))
+    contrast = lambda: torch.cat([query, key, p_queue])  # noqa: E731  [2B + K, D], queries with grad
+    g_paco = torch.randn(b, 2 * b + kp, device=device)
+    yield "PaCo", {
+        "ours": (lambda: backward(paco(center, contrast(), p_labels)), [center, query]),
+        "checked": (lambda: backward(paco_chk(center, contrast(), p_labels)), [center, query]),
+        "authors": (lambda: backward(paco_a(center, contrast(), p_labels, log_prior, PACO_ALPHA, tau=PACO_T)),
+                    [center, query]),
+        # q @ F^T, forward + backward (F = [q; k; queue]: q as anchor and as column)
+        "bound": (lambda: torch.autograd.backward([query @ contrast().T], [g_paco]), [query]),
+    }, lambda: (paco(center, contrast(), p_labels), paco_authors(center, contrast(), p_labels, log_prior,
+                                                                  PACO_ALPHA, tau=PACO_T))
+
+    # ProCo: the two views of the batch, statistics updated per view (training mode)
+    proco = ProCoLoss(counts, feature_dim=d, temperature=TEMPERATURE, validate_labels=False).to(device)
+    proco_chk = ProCoLoss(counts, feature_dim=d, temperature=TEMPERATURE).to(device)
+    mu = F.normalize(proco.mean_old, dim=1)
+    g_pro = torch.randn(b, c, device=device)
+    if compiled:
+        proco, proco_chk = torch.compile(proco), torch.compile(proco_chk)
+    variants = {
+        "ours": (lambda: backward(proco(feats, labels)), [feats]),
+        "checked": (lambda: backward(proco_chk(feats, labels)), [feats]),
+        # z_v @ mu^T per view, forward + backward to z
+        "bound": (lambda: torch.autograd.backward([feats[:, 0] @ mu.T, feats[:, 1] @ mu.T], [g_pro, g_pro]),
+                  [feats]),
+    }
+    if b * c * d * 4 <= AUTHORS_PROCO_MAX_BYTES.get(device.type, 0):
+        proco_a = ProCoAuthors(counts, d, TEMPERATURE, device)  # stays eager: a host sync per recurrence step
+        variants["authors"] = (lambda: backward(proco_a(feats, labels)), [feats])
+    yield "ProCo", variants, None
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -349,7 +404,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 20 cuda, 3 cpu)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs (default 5 cuda, 1 cpu)")
     parser.add_argument("--scales", default=DEFAULT_SCALES, help=f"comma list of {list(SCALES)}")
-    parser.add_argument("--losses", default="BCL,KCL k=6,FCL,SupCon,LA-CE", help="comma list")
+    parser.add_argument("--losses", default="BCL,KCL k=6,FCL,SupCon,LA-CE,PaCo,ProCo", help="comma list")
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="statistic over the timed runs (min is steadier on a shared CPU)")
     parser.add_argument("--threads", type=int, default=None,

@@ -1,5 +1,5 @@
 """Registered timm architectures (importing this module registers them)."""
-from . import cifar_resnet, resnet  # noqa: F401  (registration side effect)
+from . import cifar_resnet, paco_proco, resnet  # noqa: F401  (registration side effect)
 from ._builder import HUB_ORG, STANDARD_ARCHITECTURES, PretrainedWeightsUnavailable, hub_id
 from .cifar_resnet import CifarResNet
 from .heads import CosineClassifier, ProjectionMLP, create_classifier_layer
@@ -11,8 +11,10 @@ __all__ = [
 ]
 
 
+METHOD_SUFFIXES = ("kcl", "bcl", "paco", "gpaco", "proco")
+
+
 def list_kcl_models(pretrained: bool = False) -> list[str]:
     """Every architecture (or ``arch.tag`` with ``pretrained=True``) this package registers."""
     import timm
-    return sorted(set(timm.list_models("*_kcl", pretrained=pretrained))
-                  | set(timm.list_models("*_bcl", pretrained=pretrained)))
+    return sorted(set(timm.list_models([f"*_{m}" for m in METHOD_SUFFIXES], pretrained=pretrained)))

@@ -12,10 +12,20 @@ KCL_PAPER = "https://openreview.net/forum?id=OqtLIabPTit"  # Kang et al., ICLR 2
 BCL_PAPER = "arxiv:2207.09052"   # Zhu et al., Balanced Contrastive Learning (CVPR 2022)
 KCL_PAPER_NAME = "Exploring Balanced Feature Spaces for Representation Learning"
 BCL_PAPER_NAME = "Balanced Contrastive Learning for Long-Tailed Visual Recognition"
+PACO_PAPER = "arxiv:2107.12028"  # Cui et al., Parametric Contrastive Learning (ICCV 2021)
+GPACO_PAPER = "arxiv:2209.12400"  # Cui et al., Generalized Parametric Contrastive Learning (TPAMI 2023)
+PROCO_PAPER = "arxiv:2403.06726"  # Du et al., Probabilistic Contrastive Learning (TPAMI 2024)
+PACO_PAPER_NAME = "Parametric Contrastive Learning"
+GPACO_PAPER_NAME = "Generalized Parametric Contrastive Learning"
+PROCO_PAPER_NAME = "Probabilistic Contrastive Learning for Long-Tailed Visual Recognition"
 
 # Registered names whose weights fit a plain timm architecture (same modules, same keys), so a
 # Hub folder of them can name that architecture and load without importing kcl_models.
-STANDARD_ARCHITECTURES = {"resnet50_kcl": "resnet50"}
+STANDARD_ARCHITECTURES = {
+    "resnet50_kcl": "resnet50",
+    "resnet50_paco": "resnet50", "resnext50_32x4d_paco": "resnext50_32x4d",
+    "resnet50_gpaco": "resnet50", "resnext50_32x4d_gpaco": "resnext50_32x4d",
+}
 
 
 class PretrainedWeightsUnavailable(RuntimeError):

@@ -16,6 +16,16 @@ inside ``{'epoch', 'arch', 'state_dict', 'best_acc1', 'optimizer', ...}``):
   cosine classifier stored ``[2048, C]`` (transposed into ``CosineClassifier``'s ``[C, 2048]``;
   a linear ``fc`` with bias, ``use_norm=False``, is kept as it is), ``head.*`` (contrastive MLP) and
   ``head_fc.*`` (prototype MLP) are training-time heads and dropped.
+- ``paco`` (PaCo's MoCo wrapper, ``{epoch, arch, acc, state_dict, optimizer}``): ``encoder_q.*`` is a
+  torchvision ResNet whose ``fc`` is the projection MLP (``fc.0/fc.1/fc.3``: Linear, BN, ReLU,
+  Linear), ``linear.{weight [C, 2048], bias}`` the classifier (-> ``fc``); ``encoder_k.*``,
+  ``linear_k.*``, ``queue``, ``queue_l`` and ``queue_ptr`` are training state and dropped.
+- ``gpaco``: the same without a momentum encoder (projection ``fc.0/fc.2/fc.4``); an
+  ``encoder_k``/``linear_k`` key is foreign to it.
+- ``proco`` (ProCo's ``Model``, BCL's layout without ``head_fc``): ``encoder.*``, ``head.{0,1,3}.*``
+  (dropped), ``fc.weight [2048, C]`` (``NormedLinear``, transposed) or, in the CIFAR code,
+  ``fc.{weight [C, 64], bias}``. The file also pickles the authors' loss object
+  (``criterion_scl``); :func:`load_checkpoint_file` reads it into inert placeholders (see there).
 
 Conversion is strict: :func:`check_state_dict` names every missing key, every unexpected key (by
 its original name in the checkpoint) and every shape mismatch, and nothing is loaded partially.
@@ -35,11 +45,13 @@ from torch import nn
 __all__ = [
     "LAYOUTS", "CheckpointLoadError", "CheckpointMismatchError", "ConvertedCheckpoint", "unwrap_checkpoint",
     "strip_module_prefix", "detect_layout", "convert_state_dict", "check_state_dict",
-    "load_checkpoint_file", "build_converted_model", "checkpoint_filter_fn",
+    "load_checkpoint_file", "build_converted_model", "checkpoint_filter_fn", "convert_paco", "convert_gpaco",
+    "convert_proco", "AUTHORS_PICKLED_CLASSES", "AuthorsPickledObject",
 ]
 
-LAYOUTS = ("kcl-stage1", "kcl-stage2", "bcl")
+LAYOUTS = ("kcl-stage1", "kcl-stage2", "bcl", "paco", "gpaco", "proco")
 _KCL_STAGE1_TRAINING_STATE = ("queue", "queue_ptr", "label_queue")
+_PACO_TRAINING_STATE = ("queue", "queue_l", "queue_ptr")
 _MAX_LISTED = 60  # keys listed per category in an error message; the full lists are on the error
 
 
@@ -95,7 +107,9 @@ class ConvertedCheckpoint:
         """Name a timm key ``key`` would have in a checkpoint of this layout (for error messages)."""
         if self.layout == "kcl-stage1":
             name = f"encoder_q.{key}"
-        elif self.layout == "bcl":
+        elif self.layout in ("paco", "gpaco"):
+            name = f"linear.{key[3:]}" if key.startswith("fc.") else f"encoder_q.{key}"
+        elif self.layout in ("bcl", "proco"):
             name = key if key.startswith("fc.") else f"encoder.{key}"
         else:
             name = key
@@ -130,14 +144,20 @@ def strip_module_prefix(state_dict: Mapping[str, Any], prefix: str = "module.") 
 def detect_layout(state_dict: Mapping[str, Any]) -> str:
     """Guess the authors' layout from the key names (``module.`` prefix optional).
 
-    ``encoder_q.*`` -> ``'kcl-stage1'``; ``encoder.*`` -> ``'bcl'``; anything else is a plain ResNet
-    state dict -> ``'kcl-stage2'`` (also the layout of timm-format weights).
+    ``encoder_q.*`` with a ``linear.*`` classifier -> ``'paco'`` (``encoder_k.*`` present) or
+    ``'gpaco'``, without one -> ``'kcl-stage1'``; ``encoder.*`` -> ``'proco'`` when it has a
+    ``head.*`` but no ``head_fc.*``, else ``'bcl'``; anything else is a plain ResNet state dict ->
+    ``'kcl-stage2'`` (also the layout of timm-format weights). A whole ProCo checkpoint is also
+    recognised by its ``criterion_scl`` entry (:func:`convert_state_dict`).
     """
     keys = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
-    if any(k.startswith("encoder_q.") for k in keys):
+    has = lambda prefix: any(k.startswith(prefix) for k in keys)  # noqa: E731
+    if has("encoder_q."):
+        if has("linear."):
+            return "paco" if has("encoder_k.") else "gpaco"
         return "kcl-stage1"
-    if any(k.startswith("encoder.") for k in keys):
-        return "bcl"
+    if has("encoder."):
+        return "proco" if has("head.") and not has("head_fc.") else "bcl"
     return "kcl-stage2"
 
 
@@ -153,8 +173,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], layout: str = "auto") -> C
         :class:`ConvertedCheckpoint`. Keys that belong to no known part of the layout are kept
         under their original names so that :func:`check_state_dict` reports them as unexpected.
     """
+    proco_file = isinstance(state_dict, Mapping) and "criterion_scl" in state_dict  # ProCo's pickled loss
     state_dict = unwrap_checkpoint(state_dict)
-    detected = detect_layout(state_dict)
+    detected = "proco" if proco_file else detect_layout(state_dict)
     if layout == "auto":
         layout = detected
     if layout not in LAYOUTS:
@@ -183,8 +204,18 @@ def convert_state_dict(state_dict: Mapping[str, Any], layout: str = "auto") -> C
                 keep(key[len("encoder_q."):], key)
             else:
                 keep(origin[key], key)  # foreign: reported by the strict check
-        elif layout == "bcl":
-            if key.startswith("head.") or key.startswith("head_fc."):
+        elif layout in ("paco", "gpaco"):
+            momentum = key.startswith(("encoder_k.", "linear_k."))  # PaCo's key encoder and its classifier
+            if key.startswith("encoder_q.fc.") or key in _PACO_TRAINING_STATE or (momentum and layout == "paco"):
+                dropped.append(origin[key])  # projection MLP, momentum encoder, queue: training state
+            elif key.startswith("encoder_q."):
+                keep(key[len("encoder_q."):], key)
+            elif key.startswith("linear."):
+                keep(f"fc.{key[len('linear.'):]}", key)  # the class centres are the classifier
+            else:
+                keep(origin[key], key)  # foreign (for gpaco also encoder_k/linear_k): reported
+        elif layout in ("bcl", "proco"):
+            if key.startswith("head.") or (key.startswith("head_fc.") and layout == "bcl"):
                 dropped.append(origin[key])  # contrastive head and prototype MLP: training-time only
             elif key.startswith("encoder.fc."):
                 keep(origin[key], key)  # BCL's encoder has no fc: foreign, never mix it with fc.*
@@ -201,7 +232,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], layout: str = "auto") -> C
     num_classes, classifier = 0, None
     fc_w = out.get("fc.weight")
     if fc_w is not None and fc_w.ndim == 2:
-        if layout == "bcl" and "fc.bias" not in out:
+        if layout in ("bcl", "proco") and "fc.bias" not in out:
             # NormedLinear stores [in_features, num_classes]; CosineClassifier stores [C, D]
             out["fc.weight"] = fc_w.t().contiguous()
             transposed.append("fc.weight")
@@ -320,12 +351,36 @@ def _refused(path: Path, name: str) -> CheckpointLoadError:
         f"    torch.save({{'state_dict': ckpt['state_dict']}}, 'weights_only.pth')")
 
 
+class AuthorsPickledObject:
+    """Inert stand-in for an object of the authors' code found in their pickle.
+
+    ``torch.load(weights_only=True)`` creates it with ``object.__new__`` and fills its ``__dict__``
+    with the pickled attributes (tensors, numbers, dicts: all checked by the weights-only
+    unpickler); no method of the authors' class exists here, so none can run. ``qualname`` names
+    the class it replaces.
+    """
+
+    qualname = "?"
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.qualname}: {', '.join(sorted(vars(self)))}>"
+
+
+# Classes the authors pickle into their checkpoints next to the weights: ProCo saves its loss
+# (`criterion_scl`, loss/proco.py's ProCoLoss, an nn.Module holding two EstimatorCV objects).
+AUTHORS_PICKLED_CLASSES = ("loss.proco.ProCoLoss", "loss.proco.EstimatorCV")
+_PLACEHOLDERS = [(type(name.rsplit(".", 1)[1], (AuthorsPickledObject,), {"qualname": name}), name)
+                 for name in AUTHORS_PICKLED_CLASSES]
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely: ``.safetensors`` directly, pickles only with ``weights_only=True``.
 
-    numpy scalars/dtypes (often in ``best_acc1``) are allowed; a pickle of any other object is
-    refused for safety (the message names the object) instead of being unpickled; bytes that are
-    no checkpoint at all are reported as not readable.
+    numpy scalars/dtypes (often in ``best_acc1``) are allowed, and the authors' classes listed in
+    :data:`AUTHORS_PICKLED_CLASSES` become :class:`AuthorsPickledObject` placeholders that only
+    hold their state (ProCo's pickled loss object); a pickle of any other object is refused for
+    safety (the message names the object) instead of being unpickled; bytes that are no
+    checkpoint at all are reported as not readable.
     """
     path = Path(path)
     if not path.is_file():
@@ -338,7 +393,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         except (SafetensorError, OSError) as err:
             raise CheckpointLoadError(f"{path}: not a readable safetensors file ({err}); is it truncated?") from None
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_numpy_scalar_globals() + _PLACEHOLDERS), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # our own error follows
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -380,18 +435,20 @@ def build_converted_model(converted: ConvertedCheckpoint, arch: str, num_classes
     try:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     except RuntimeError as err:
+        from . import list_kcl_models
         raise ValueError(f"unknown architecture {arch!r} ({err}); registered: "
-                         f"{', '.join(sorted(timm.list_models('*_kcl') + timm.list_models('*_bcl')))}") from None
+                         f"{', '.join(list_kcl_models())}") from None
     fc = model.get_classifier() if hasattr(model, "get_classifier") else None
     is_cosine = isinstance(fc, CosineClassifier)
     if converted.classifier == "cosine" and not is_cosine:
         raise CheckpointMismatchError(
-            f"{what} has BCL's cosine classifier (NormedLinear) but '{arch}' has a linear one; use a *_bcl "
-            f"architecture (resnet50_bcl, resnext50_32x4d_bcl, resnet32_bcl)", [], [], [])
+            f"{what} has a cosine classifier (NormedLinear, BCL/ProCo) but '{arch}' has a linear one; use a "
+            f"*_bcl or *_proco architecture (resnet50_bcl, resnext50_32x4d_bcl, resnet32_bcl, resnet50_proco, "
+            f"resnext50_32x4d_proco)", [], [], [])
     if converted.classifier == "linear" and is_cosine:
         raise CheckpointMismatchError(
-            f"{what} has a linear classifier (with bias) but '{arch}' has BCL's cosine classifier; use a "
-            f"linear-head architecture (resnet50_kcl, resnet32_kcl)", [], [], [])
+            f"{what} has a linear classifier (with bias) but '{arch}' has a cosine classifier; use a "
+            f"linear-head architecture (resnet50_kcl, resnet32_kcl, *_paco, *_gpaco, resnet32_proco)", [], [], [])
     state_dict = check_state_dict(converted, model, what=what)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
@@ -410,3 +467,25 @@ def checkpoint_filter_fn(state_dict: Mapping, model: nn.Module) -> dict[str, tor
         if fc_weight.shape != target and fc_weight.t().shape == target:
             out["fc.weight"] = fc_weight.t().contiguous()
     return out
+
+
+def _convert_layout(checkpoint: Mapping | str | Path, layout: str) -> ConvertedCheckpoint:
+    raw = load_checkpoint_file(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    return convert_state_dict(raw, layout=layout)
+
+
+def convert_paco(checkpoint: Mapping | str | Path) -> ConvertedCheckpoint:
+    """The authors' PaCo checkpoint (file or loaded dict) in timm key names; build the model with
+    ``build_converted_model(converted, 'resnet50_paco.imagenet_lt')`` (or ``resnext50_32x4d_paco``)."""
+    return _convert_layout(checkpoint, "paco")
+
+
+def convert_gpaco(checkpoint: Mapping | str | Path) -> ConvertedCheckpoint:
+    """The authors' GPaCo checkpoint in timm key names (``resnet50_gpaco``, ``resnext50_32x4d_gpaco``)."""
+    return _convert_layout(checkpoint, "gpaco")
+
+
+def convert_proco(checkpoint: Mapping | str | Path) -> ConvertedCheckpoint:
+    """The authors' ProCo checkpoint in timm key names (``resnet50_proco``, ``resnext50_32x4d_proco``,
+    ``resnet32_proco``); its pickled loss object is read into placeholders and ignored."""
+    return _convert_layout(checkpoint, "proco")

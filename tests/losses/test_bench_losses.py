@@ -13,7 +13,7 @@ def test_bench_runs_and_agrees_with_authors_reading(capsys, monkeypatch):
     spec.loader.exec_module(module)
     module.main(["--device", "cpu", "--scales", "tiny", "--repeats", "1", "--warmup", "0"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| tiny |")]
-    assert [r.split("|")[2].strip() for r in rows] == ["BCL", "KCL k=6", "FCL", "SupCon", "LA-CE"]
-    for row in rows:  # BCL and SupCon: ours equals the authors'-approach implementation
+    assert [r.split("|")[2].strip() for r in rows] == ["BCL", "KCL k=6", "FCL", "SupCon", "LA-CE", "PaCo", "ProCo"]
+    for row in rows:  # BCL, SupCon and PaCo: ours equals the authors'-approach implementation
         diff = row.split("|")[-2].strip()
         assert diff == "-" or float(diff) < 1e-5

@@ -4,20 +4,27 @@
 without code generation, so this checks traceability in seconds on CPU; the GPU speed of the
 inductor build is in BENCHMARKS.md (``bench/losses.py --compile``).
 """
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, SupConLoss
+from kcl_models.losses import BCLLoss, KCLLoss, LogitAdjustedLoss, PaCoLoss, ProCoLoss, SupConLoss, proco_logits
 
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
     b, d, k, c = 12, 8, 48, 5
     unit = lambda *s: F.normalize(torch.randn(*s, generator=g, dtype=torch.float64), dim=-1)  # noqa: E731
-    return dict(query=unit(b, d), key=unit(b, d), queue=unit(k, d), feats=unit(b, 2, d), protos=unit(c, d),
+    data = dict(query=unit(b, d), key=unit(b, d), queue=unit(k, d), feats=unit(b, 2, d), protos=unit(c, d),
                 logits=torch.randn(b, c, generator=g, dtype=torch.float64),
-                labels=torch.randint(0, c, (b,), generator=g), queue_labels=torch.randint(-1, c, (k,), generator=g))
+                labels=torch.randint(0, c, (b,), generator=g), queue_labels=torch.randint(-1, c, (k,), generator=g),
+                kappa=torch.rand(c, generator=g, dtype=torch.float64) * 100)
+    # PaCo's contrast set: [queries; keys; queue], anchors = the queries
+    data["contrast"] = torch.cat([data["query"], data["key"], data["queue"]])
+    data["contrast_labels"] = torch.cat([data["labels"], data["labels"], data["queue_labels"]])
+    return data
 
 
 CASES = {
@@ -28,6 +35,10 @@ CASES = {
             ("query", "key", "queue")),
     "kcl": (lambda: KCLLoss(3, validate_labels=False), ("query", "key", "labels", "queue", "queue_labels"),
             ("query", "queue")),
+    "paco": (lambda: PaCoLoss([5, 4, 3, 2, 1], alpha=0.3, smoothing=0.1, validate_labels=False),
+             ("logits", "contrast", "contrast_labels"), ("logits", "contrast")),
+    "proco_logits": (lambda: (lambda z, mu, kappa: proco_logits(z, mu, kappa, 0.1).square().mean()),
+                     ("query", "protos", "kappa"), ("query", "protos", "kappa")),
 }
 
 
@@ -78,3 +89,19 @@ def test_kcl_rank_draw_is_one_graph(monkeypatch):
     from kcl_models.losses import kcl
     monkeypatch.setitem(kcl.RANK_DRAW_MAX_QUEUE, "cpu", 1 << 40)
     test_single_graph_matches_eager("kcl")
+
+
+def test_proco_training_step_is_one_graph_with_its_statistics():
+    # The estimators' in-place updates (module buffers) are part of the graph too.
+    base = ProCoLoss([5, 4, 3, 2, 1], feature_dim=8, validate_labels=False).double()
+    base.start_epoch(0)
+    compiled_loss, eager_loss = copy.deepcopy(base), copy.deepcopy(base)
+    torch._dynamo.reset()
+    compiled = torch.compile(compiled_loss, backend="aot_eager", fullgraph=True)
+    for _ in range(2):
+        c_val, (c_grad,) = _run(compiled, ("feats", "labels"), ("feats",))
+        e_val, (e_grad,) = _run(eager_loss, ("feats", "labels"), ("feats",))
+        torch.testing.assert_close(c_val, e_val, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(c_grad, e_grad, atol=1e-10, rtol=1e-10)
+        for key, value in compiled_loss.state_dict().items():
+            torch.testing.assert_close(value, eager_loss.state_dict()[key], atol=1e-12, rtol=0)
