@@ -3,22 +3,18 @@
 Stands alone: needs torch, torchvision, timm, datasets, PIL, numpy and scikit-learn, never the
 models, losses, eval or train packages.
 """
+from .builder import build_dataset
 from .datasets import (
-    DIGITS_MEAN,
-    DIGITS_STD,
-    DigitsLT,
-    HFImageDataset,
     ImageFolderDataset,
     SkippedSample,
     SplitFileDataset,
     UnreadableImageError,
-    build_dataset,
     check_all_classes_present,
     collate_skip,
-    load_hf_dataset,
     longtailed_subset,
-    select_by_split_file,
 )
+from .digits import DIGITS_MEAN, DIGITS_STD, DigitsLT
+from .hf import HFImageDataset, load_hf_dataset, select_by_split_file
 from .longtail import class_counts, exp_profile, make_longtailed, shot_groups, step_profile
 from .samplers import ClassBalancedSampler, SquareRootSampler, build_sampler
 from .transforms import MultiViewTransform, build_eval_transform, build_train_transform, build_views
