@@ -3,7 +3,7 @@
 Stands alone: needs torch, torchvision, timm, datasets, PIL, numpy and scikit-learn, never the
 models, losses, eval or train packages.
 """
-from .builder import build_dataset
+from .builder import build_dataset, build_datasets
 from .datasets import (
     ImageFolderDataset,
     SkippedSample,
@@ -32,6 +32,7 @@ __all__ = [
     "SquareRootSampler",
     "UnreadableImageError",
     "build_dataset",
+    "build_datasets",
     "build_eval_transform",
     "build_sampler",
     "build_train_transform",

@@ -85,23 +85,30 @@ def collate_skip(batch: list) -> Any:
 
 
 def check_all_classes_present(dataset_or_targets: Any, num_classes: int,
-                              split_file: str | os.PathLike | None = None) -> None:
+                              split_file: str | os.PathLike | None = None, split: str | None = "train") -> None:
     """Raise ValueError if a class in ``[0, num_classes)`` has no sample (e.g. absent from train).
 
     Args:
         dataset_or_targets: a dataset with ``.targets`` or a sequence of integer labels.
         num_classes: the number of classes every one of which must appear.
         split_file: named in the error message when given.
+        split: the split's name for the message (``'train'``: every class must appear in it;
+            another name: the message says that split lacks the classes and how to allow that).
     """
     targets = getattr(dataset_or_targets, "targets", dataset_or_targets)
     counts = _class_counts(targets, num_classes)
     missing = [c for c, n in enumerate(counts) if n == 0]
     if missing:
         where = f"{split_file}: " if split_file is not None else ""
+        if split in (None, "train"):
+            why = ("every class must appear in the training split (pass require_all_classes=False for an "
+                   "evaluation split that lacks classes)")
+        else:
+            why = (f"the {split} split lacks them (pass require_all_classes=False to evaluate without them: "
+                   f"their per-class accuracy is then undefined)")
         raise ValueError(
             f"{where}{len(missing)} of {num_classes} classes have no image: {missing[:20]}"
-            f"{' ...' if len(missing) > 20 else ''}; every class must appear in the training split "
-            f"(pass require_all_classes=False for an evaluation split that lacks classes)")
+            f"{' ...' if len(missing) > 20 else ''}; {why}")
 
 
 def _check_on_error(on_error: str) -> str:
@@ -169,7 +176,8 @@ class _ImageDataset(_LabelledDataset):
             if self.on_error == "raise":
                 raise UnreadableImageError(
                     f"cannot read image {name}: {type(err).__name__}: {err} "
-                    f"(pass on_error='skip' to drop unreadable images)") from err
+                    f"(to drop unreadable images instead: --skip_corrupt true for train.py, "
+                    f"--on-error skip for eval.py, on_error='skip' in code)") from err
             if not self._skipped[index]:
                 self._skipped[index] = 1
                 logger.warning("skipping unreadable image %s: %s: %s", name, type(err).__name__, err)
@@ -242,12 +250,14 @@ class SplitFileDataset(_ImageDataset):
         classes: class names (default ``'0' .. 'C-1'``; split files carry no names).
         require_all_classes: error if a class has no image (set False for an evaluation split
             that legitimately lacks classes).
+        split: the split's name, used in messages (``'train'``, ``'test'``, ``'val'``...).
     """
 
     def __init__(self, root: str | os.PathLike, split_file: str | os.PathLike,
                  transform: Callable | None = None, num_classes: int | None = None,
                  on_error: str = "raise", check_files: bool = True,
-                 classes: Sequence[str] | None = None, require_all_classes: bool = True) -> None:
+                 classes: Sequence[str] | None = None, require_all_classes: bool = True,
+                 split: str | None = None) -> None:
         self.root = os.fspath(root)
         self.split_file = os.fspath(split_file)
         _check_on_error(on_error)
@@ -257,7 +267,7 @@ class SplitFileDataset(_ImageDataset):
             raise FileNotFoundError(f"image root {self.root!r} is not a directory")
         if not os.path.isfile(self.split_file):
             raise FileNotFoundError(f"split file {self.split_file!r} not found")
-        paths, targets, lines = self._parse(num_classes)
+        paths, targets, lines = self._parse(num_classes, split)
         if check_files:
             missing = [i for i, p in enumerate(paths) if not os.path.exists(os.path.join(self.root, p))]
             if missing:
@@ -270,11 +280,11 @@ class SplitFileDataset(_ImageDataset):
         self.lines = lines
         self.num_classes = num_classes if num_classes is not None else max(targets) + 1
         if require_all_classes:
-            check_all_classes_present(targets, self.num_classes, self.split_file)
+            check_all_classes_present(targets, self.num_classes, self.split_file, split=split)
         self.classes = _resolve_classes(classes, self.num_classes, self.split_file)
         self._init_common(transform, on_error)
 
-    def _parse(self, num_classes: int | None) -> tuple[list[str], list[int], list[int]]:
+    def _parse(self, num_classes: int | None, split: str | None) -> tuple[list[str], list[int], list[int]]:
         paths: list[str] = []
         targets: list[int] = []
         lines: list[int] = []
@@ -284,10 +294,17 @@ class SplitFileDataset(_ImageDataset):
                     f"{self.split_file}:{lineno}: malformed line {line!r}: expected "
                     f"'<relative/path> <integer label>'")
             if label < 0 or (num_classes is not None and label >= num_classes):
+                if num_classes is None:
+                    hint = ""
+                elif split in (None, "train"):
+                    hint = f" (num_classes is {num_classes}: fix the line or the num_classes option)"
+                else:
+                    hint = (f" (the training split has {num_classes} classes; a {split} split may only use "
+                            f"labels 0..{num_classes - 1})")
                 bound = f"[0, {num_classes})" if num_classes is not None else "[0, inf)"
                 raise ValueError(
                     f"{self.split_file}:{lineno}: label {label} out of range {bound} "
-                    f"for image {key!r}")
+                    f"for image {key!r}{hint}")
             paths.append(key)
             targets.append(label)
             lines.append(lineno)

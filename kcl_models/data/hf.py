@@ -118,7 +118,8 @@ def _norm_parts(path: str) -> tuple[str, ...]:
 
 
 def select_by_split_file(hf_dataset: Any, split_file: str | os.PathLike, key: str = "auto",
-                         image_column: str = "image", label_column: str = "label") -> Any:
+                         image_column: str = "image", label_column: str = "label",
+                         num_classes: int | None = None) -> Any:
     """Rows of a ``datasets.Dataset`` listed in a split file, in the file's order.
 
     Split-file format for Hugging Face datasets: one sample per non-blank line, ``<key>`` or
@@ -134,7 +135,8 @@ def select_by_split_file(hf_dataset: Any, split_file: str | os.PathLike, key: st
 
     When a line carries a label it must equal the dataset's label for that row: the split file
     never relabels (a mismatch is an error naming the file, line and both labels). A row listed
-    twice is an error.
+    twice is an error, and so is (with ``num_classes``) a row whose label lies outside
+    ``[0, num_classes)``, naming the line.
 
     Returns:
         ``hf_dataset.select(rows)``.
@@ -210,6 +212,10 @@ def select_by_split_file(hf_dataset: Any, split_file: str | os.PathLike, key: st
             raise ValueError(
                 f"{split_file}:{lineno}: label {label} for {k!r} but the dataset's label is {actual}; "
                 f"the split file and the dataset disagree (refusing to relabel)")
+        if num_classes is not None and not 0 <= actual < num_classes:
+            raise ValueError(
+                f"{split_file}:{lineno}: {k!r} has label {actual}, outside the {num_classes} classes "
+                f"[0, {num_classes}); list only images of those classes or change num_classes")
     return hf_dataset.select(rows)
 
 
