@@ -173,6 +173,38 @@ class BatchedRandAugment:
             return lambda x, m, neg, bic: B.blend(x, self._enhance_factor(name, m, neg), kind)
         return lambda x, m, neg, bic: B.affine(x, self._matrix(name, m, neg), bic, self.fill)
 
+    def level_args(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The argument each applied op receives, as timm's op function gets it (float64 ``[B, L]``;
+        NaN for skipped layers and argument-free ops): degrees (Rotate), bits (Posterize*), threshold
+        (Solarize*), addend (SolarizeAdd), enhance factor, shear factor, translate fraction
+        (``*Rel``) or pixels."""
+        m, neg, op = params["magnitude"], params["negate"], params["op"]
+        out = torch.full_like(m, float("nan"))
+        for k, name in enumerate(self.names):
+            sel = op == k
+            if name in ("AutoContrast", "Equalize", "Invert"):
+                continue
+            if name == "Rotate":
+                arg = self._signed((m / _LEVEL_DENOM) * 30.0, neg)
+            elif name.startswith("Posterize"):
+                bits = torch.trunc((m / _LEVEL_DENOM) * 4)
+                arg = {"Posterize": bits, "PosterizeIncreasing": 4 - bits, "PosterizeOriginal": bits + 4}[name]
+            elif name in ("Solarize", "SolarizeIncreasing"):
+                thr = torch.clamp(torch.trunc((m / _LEVEL_DENOM) * 256), max=256)
+                arg = thr if name == "Solarize" else 256 - thr
+            elif name == "SolarizeAdd":
+                arg = torch.clamp(torch.trunc((m / _LEVEL_DENOM) * 110), max=128)
+            elif name.startswith(("Shear", "Translate")):
+                mat = self._matrix(name, m.flatten(), neg.flatten()).view(*m.shape, 6)
+                arg = mat[..., 1] if name == "ShearX" else mat[..., 3] if name == "ShearY" else \
+                    mat[..., 2] if name.startswith("TranslateX") else mat[..., 5]
+                if name.endswith("Rel"):
+                    arg = arg / (self.size[1] if name == "TranslateXRel" else self.size[0])
+            else:
+                arg = self._enhance_factor(name, m, neg)
+            out = torch.where(sel, arg, out)
+        return out
+
     # ---- application ---------------------------------------------------------------------------
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply the drawn layers in order to a pixel tensor ``[B, 3, H, W]``."""
