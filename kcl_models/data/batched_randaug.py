@@ -86,6 +86,7 @@ class BatchedRandAugment:
         self.hparams = dict(first.hparams)
         fill = first.kwargs.get("fillcolor", (128, 128, 128))
         self.fill = torch.tensor(fill if isinstance(fill, (tuple, list)) else (fill,) * 3, dtype=torch.float64)
+        self._fills: dict[torch.device, torch.Tensor] = {}
         self.bicubic = _interp_choice(self.hparams)
         self.size = size
         self.num_draws = DRAWS_PER_LAYER * self.num_layers
@@ -171,7 +172,12 @@ class BatchedRandAugment:
         if base in _ENHANCE:
             kind = _ENHANCE[base]
             return lambda x, m, neg, bic: B.blend(x, self._enhance_factor(name, m, neg), kind)
-        return lambda x, m, neg, bic: B.affine(x, self._matrix(name, m, neg), bic, self.fill)
+        return lambda x, m, neg, bic: B.affine(x, self._matrix(name, m, neg), bic, self._fill_on(x.device))
+
+    def _fill_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._fills:  # no host-to-device copy per batch
+            self._fills[device] = self.fill.to(device)
+        return self._fills[device]
 
     def level_args(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The argument each applied op receives, as timm's op function gets it (float64 ``[B, L]``;

@@ -206,6 +206,7 @@ class BatchedView:
         self.steps = list(steps)
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.std = torch.tensor(std, dtype=torch.float32)
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.offsets, n = [], 0
         for s in self.steps:
             self.offsets.append(n)
@@ -223,8 +224,9 @@ class BatchedView:
             p = step.draw(keys, first, tuple(x.shape[-2:]))
             x = step.apply(x, p)
             params.append(p)
-        dev = x.device
-        return B.normalize(x.to(torch.float32), self.mean.to(dev), self.std.to(dev)), params
+        if x.device not in self._stats:  # no host-to-device copy per batch
+            self._stats[x.device] = (self.mean.to(x.device), self.std.to(x.device))
+        return B.normalize(x.to(torch.float32), *self._stats[x.device]), params
 
     def __call__(self, images: torch.Tensor, keys: SampleKeys) -> torch.Tensor:
         return self.trace(images, keys)[0]

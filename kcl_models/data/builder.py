@@ -89,7 +89,7 @@ def _maybe_longtail(dataset: Any, split: str, imbalance_factor: float | None, se
 
 def build_dataset(name: str, split: str, transform: Callable | None = None, root: str | None = None,
                   split_file: str | None = None, imbalance_factor: float | None = 100.0, seed: int = 0,
-                  num_classes: int | None = None, **kw: Any) -> Any:
+                  num_classes: int | None = None, as_tensor: bool = False, device: Any = None, **kw: Any) -> Any:
     """Build a dataset by name.
 
     * ``'digits-lt'``: :class:`DigitsLT`, splits ``'train'``, ``'val'``, ``'test'`` (``kw``:
@@ -118,7 +118,22 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, root
     (default ``'exp'``) unless ``imbalance_factor`` is None or <= 1, and other splits are used
     whole. To build the train split and its evaluation splits together, with the evaluation
     splits' labels checked against the training classes, use :func:`build_datasets`.
+
+    ``as_tensor=True`` returns the same split (same images, long tail and checks) decoded once into
+    a :class:`.tensor_data.TensorImageDataset` on ``device`` (default the CPU), for the batched views
+    of :mod:`.batched_views`; ``transform`` must then be None. For other sizes than the stored one,
+    call :func:`.tensor_data.to_tensor_dataset` with ``size``.
     """
+    if as_tensor:
+        if transform is not None:
+            raise ValueError("as_tensor=True returns undecorated uint8 images: pass transform=None and augment "
+                             "with build_batched_views")
+        from .tensor_data import to_tensor_dataset
+
+        ds = build_dataset(name, split, None, root, split_file, imbalance_factor, seed, num_classes, **kw)
+        return to_tensor_dataset(ds, device=device)
+    if device is not None:
+        raise ValueError("device= applies to as_tensor=True datasets only")
     kind = dataset_kind(name)
     num_classes = _check_num_classes(num_classes)
     _check_options(name, "imagefolder+split-file" if kind == "imagefolder" and split_file is not None else kind, kw)

@@ -16,6 +16,8 @@ views, as with a fresh per-call draw; ``stream`` tells apart the views of one sa
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 __all__ = ["SampleKeys", "mix32"]
@@ -62,6 +64,13 @@ def _fold64(v: int) -> int:
     return (v & _MASK32) ^ mix32_int(v >> 32) if v >> 32 else v
 
 
+@lru_cache(maxsize=256)
+def _salts(first: int, count: int, device: torch.device) -> torch.Tensor:
+    # cached per device: no host-to-device copy per batch
+    return torch.tensor([mix32_int((d * _GOLDEN + 0x632BE5AB) & _MASK32) for d in range(first, first + count)],
+                        dtype=torch.int64, device=device)
+
+
 class SampleKeys:
     """Random coordinates of one batch: ``(seed, epoch, stream)`` and one position per sample.
 
@@ -91,8 +100,7 @@ class SampleKeys:
 
     def bits(self, first: int, count: int) -> torch.Tensor:
         """Draws ``first .. first + count - 1`` of every sample as 32-bit ints: int64 ``[B, count]``."""
-        salts = torch.tensor([mix32_int((d * _GOLDEN + 0x632BE5AB) & _MASK32) for d in range(first, first + count)],
-                             dtype=torch.int64, device=self.positions.device)
+        salts = _salts(first, count, self.positions.device)
         return mix32(mix32(self._per_sample[:, None] ^ salts[None, :]) ^ 0x6A09E667)
 
     def uniform(self, first: int, count: int) -> torch.Tensor:
