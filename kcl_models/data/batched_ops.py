@@ -129,9 +129,10 @@ def _resample_matrix(offset: torch.Tensor, length: torch.Tensor, full: int, out:
     ww = w.cumsum(-1)[..., -1:]                                                    # Pillow sums in order
     k = torch.where(ww != 0, w / torch.where(ww != 0, ww, 1.0), w)
     k = torch.floor(0.5 + k * (1 << _PRECISION_BITS))                              # (int)(0.5 + k * 2^22)
-    cols = (offset[:, None, None] + xmin[..., None].long() + x.long()).clamp(0, full - 1)
-    mat = torch.zeros(offset.shape[0], out, full, dtype=_F64, device=dev)
-    return mat.scatter_add_(2, cols, k)
+    cols = offset[:, None, None] + xmin[..., None].long() + x.long()
+    cols = torch.where(x < xmax[..., None], cols, full)  # unused taps (k = 0) go to a spare column
+    mat = torch.zeros(offset.shape[0], out, full + 1, dtype=_F64, device=dev)
+    return mat.scatter_(2, cols, k)[..., :full]  # the used columns are distinct: a plain, deterministic scatter
 
 
 def _resample_pass(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
@@ -445,9 +446,9 @@ def lut_solarize_add(x: torch.Tensor, add: torch.Tensor, threshold: int = 128) -
     return torch.where(v < threshold, (v + add.to(torch.int64).view(-1, 1, 1)).clamp(max=255), v)
 
 
-def lut_autocontrast(x: torch.Tensor) -> torch.Tensor:
+def lut_autocontrast(x: torch.Tensor, hist: torch.Tensor | None = None) -> torch.Tensor:
     """ImageOps.autocontrast (cutoff 0): each channel's [min, max] stretched to [0, 255]."""
-    hist = histogram(x)
+    hist = histogram(x) if hist is None else hist
     present = hist > 0
     lo = present.to(torch.int64).argmax(2, keepdim=True)
     hi = 255 - present.flip(2).to(torch.int64).argmax(2, keepdim=True)
@@ -459,9 +460,9 @@ def lut_autocontrast(x: torch.Tensor) -> torch.Tensor:
     return torch.where(hi <= lo, v, lut)
 
 
-def lut_equalize(x: torch.Tensor) -> torch.Tensor:
+def lut_equalize(x: torch.Tensor, hist: torch.Tensor | None = None) -> torch.Tensor:
     """ImageOps.equalize: each channel's cumulative histogram, Pillow's integer arithmetic."""
-    hist = histogram(x)
+    hist = histogram(x) if hist is None else hist
     present = hist > 0
     last = 255 - present.flip(2).to(torch.int64).argmax(2, keepdim=True)
     total = hist.sum(2, keepdim=True)

@@ -86,7 +86,7 @@ class BatchedRandAugment:
         self.hparams = dict(first.hparams)
         fill = first.kwargs.get("fillcolor", (128, 128, 128))
         self.fill = torch.tensor(fill if isinstance(fill, (tuple, list)) else (fill,) * 3, dtype=torch.float64)
-        self._fills: dict[torch.device, torch.Tensor] = {}
+        self._fills: dict[torch.device, dict[str, torch.Tensor]] = {}
         self.bicubic = _interp_choice(self.hparams)
         self.size = size
         self.num_draws = DRAWS_PER_LAYER * self.num_layers
@@ -148,11 +148,11 @@ class BatchedRandAugment:
             return torch.clamp(1.0 + self._signed((m / _LEVEL_DENOM) * 0.9, negate), min=0.1)
         return (m / _LEVEL_DENOM) * 1.8 + 0.1
 
-    def _lut(self, name: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    def _lut(self, name: str, x: torch.Tensor, m: torch.Tensor, hist: torch.Tensor | None) -> torch.Tensor:
         if name == "AutoContrast":
-            return B.lut_autocontrast(x)
+            return B.lut_autocontrast(x, hist)
         if name == "Equalize":
-            return B.lut_equalize(x)
+            return B.lut_equalize(x, hist)
         if name == "Invert":
             return B.lut_invert(x)
         if name.startswith("Posterize"):
@@ -164,20 +164,6 @@ class BatchedRandAugment:
             return B.lut_solarize(x, thr if name == "Solarize" else 256 - thr)
         add = torch.clamp(torch.trunc((m / _LEVEL_DENOM) * 110), max=128)  # SolarizeAdd
         return B.lut_solarize_add(x, add)
-
-    def _op_fn(self, name: str):
-        if name in _LUT_OPS:
-            return lambda x, m, neg, bic: B.apply_lut(x, self._lut(name, x, m))
-        base = name[:-len("Increasing")] if name.endswith("Increasing") else name
-        if base in _ENHANCE:
-            kind = _ENHANCE[base]
-            return lambda x, m, neg, bic: B.blend(x, self._enhance_factor(name, m, neg), kind)
-        return lambda x, m, neg, bic: B.affine(x, self._matrix(name, m, neg), bic, self._fill_on(x.device))
-
-    def _fill_on(self, device: torch.device) -> torch.Tensor:
-        if device not in self._fills:  # no host-to-device copy per batch
-            self._fills[device] = self.fill.to(device)
-        return self._fills[device]
 
     def level_args(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """The argument each applied op receives, as timm's op function gets it (float64 ``[B, L]``;
@@ -212,13 +198,54 @@ class BatchedRandAugment:
         return out
 
     # ---- application ---------------------------------------------------------------------------
+    # Ops are applied by family, one call per family and layer (fewer, larger calls): the LUT ops
+    # as one per-sample lookup table, the geometric ops as one per-sample affine matrix, the
+    # enhance ops one call per kind (each blends with another degenerate image).
+    def _lut_family(self, x: torch.Tensor, op: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        ids = [k for k, n in enumerate(self.names) if n in _LUT_OPS]
+        hist = None
+        if any(self.names[k] in ("AutoContrast", "Equalize") for k in ids):
+            hist = B.histogram(x)
+        lut = B._levels(x)
+        for k in ids:
+            lut = torch.where((op == k).view(-1, 1, 1), self._lut(self.names[k], x, m, hist), lut)
+        return B.apply_lut(x, lut)
+
+    def _affine_family(self, x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, neg: torch.Tensor,
+                       bic: torch.Tensor) -> torch.Tensor:
+        mat = self._consts(x.device)["identity"].expand(len(op), 6)
+        for k, name in enumerate(self.names):
+            if name in _GEOMETRIC:
+                mat = torch.where((op == k)[:, None], self._matrix(name, m, neg), mat)
+        return B.affine(x, mat, bic, self._fill_on(x.device))
+
+    def _consts(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in self._fills:  # made once per device: no host-to-device copy per batch
+            self._fills[device] = {
+                "fill": self.fill.to(device),
+                "identity": torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64, device=device),
+                "lut_ids": torch.tensor([k for k, n in enumerate(self.names) if n in _LUT_OPS], device=device),
+                "geo_ids": torch.tensor([k for k, n in enumerate(self.names) if n in _GEOMETRIC], device=device),
+            }
+        return self._fills[device]
+
+    def _fill_on(self, device: torch.device) -> torch.Tensor:
+        return self._consts(device)["fill"]
+
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Apply the drawn layers in order to a pixel tensor ``[B, 3, H, W]``."""
         if tuple(x.shape[-2:]) != tuple(self.size):
             raise ValueError(f"RandAugment was built for {self.size} images, got {tuple(x.shape[-2:])}")
+        consts = self._consts(x.device)
+        lut_ids, geo_ids = consts["lut_ids"], consts["geo_ids"]
         for layer in range(self.num_layers):
             op = params["op"][:, layer]
-            args = (params["magnitude"][:, layer], params["negate"][:, layer], params["bicubic"][:, layer])
+            m, neg, bic = params["magnitude"][:, layer], params["negate"][:, layer], params["bicubic"][:, layer]
+            x = B.masked_apply(x, torch.isin(op, lut_ids), self._lut_family, op, m)
             for k, name in enumerate(self.names):
-                x = B.masked_apply(x, op == k, self._op_fn(name), *args)
+                base = name[:-len("Increasing")] if name.endswith("Increasing") else name
+                if base in _ENHANCE:
+                    x = B.masked_apply(x, op == k, lambda t, f, kind=_ENHANCE[base]: B.blend(t, f, kind),
+                                       self._enhance_factor(name, m, neg))
+            x = B.masked_apply(x, torch.isin(op, geo_ids), self._affine_family, op, m, neg, bic)
         return x
