@@ -21,7 +21,8 @@ paths run after ``tune_cpu_allocator()`` (the batched loader's CPU setting; the 
 images do not depend on it). ``--device cuda`` times the batched path on the GPU instead (wall
 clock with synchronisation; the PIL column stays on the CPU).
 
-Usage: ``python bench/augment.py [--images 1024] [--batch-size 256] [--repeats 3] [--device cpu]``
+Usage: ``python bench/augment.py [--images 1024] [--batch-size 256] [--repeats 3] [--device cpu]
+[--kinds classifier,plain] [--no-tune-allocator]``
 Prints a markdown table and a last line ``views/s per core pil ... batched ... | speed-up ...``.
 """
 from __future__ import annotations
@@ -94,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kinds", default="classifier,contrastive,contrastive+ra,plain,bcl")
+    ap.add_argument("--no-tune-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tune_cpu_allocator()
+    if not args.no_tune_allocator:
+        tune_cpu_allocator()
     device = torch.device(args.device)
     arr = make_images(args.images, args.size)
     pil_images = [Image.fromarray(a) for a in arr]
@@ -108,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         pil_tf, batched_tf, n_views = table[name]
         views = args.images * n_views
 
-        def run_pil():
+        def run_pil(pil_tf=pil_tf):
             for img in pil_images:
                 pil_tf(img)
 
-        def run_batched():
+        def run_batched(batched_tf=batched_tf):
             for start in range(0, args.images, args.batch_size):
                 x = batch[start:start + args.batch_size]
                 batched_tf(x, SampleKeys(0, 0, torch.arange(start, start + x.shape[0], device=device)))
