@@ -15,6 +15,7 @@ from kcl_models.data import (
     TensorLoader,
     build_batched_views,
     build_dataset,
+    build_datasets,
     to_tensor_dataset,
 )
 
@@ -49,6 +50,11 @@ def test_digits_as_tensor_holds_the_pil_items():
         build_dataset("digits-lt", "train", transform=lambda x: x, as_tensor=True)
     with pytest.raises(ValueError, match="device= applies to as_tensor=True"):
         build_dataset("digits-lt", "train", device="cpu")
+    # every split in tensor form, checked together as build_datasets does for the PIL datasets
+    splits = build_datasets("digits-lt", {"train": {"as_tensor": True}, "val": {"as_tensor": True}, "test": {}},
+                            img_size=16, seed=1)
+    assert isinstance(splits["val"], TensorImageDataset) and splits["val"].class_counts() == [4] * 10
+    assert torch.equal(splits["train"].images, ds.images) and not isinstance(splits["test"], TensorImageDataset)
 
 
 def test_split_file_and_hf_data_as_tensor(image_root, train_lines, write_split, tmp_path):
