@@ -63,3 +63,15 @@ def train_lines(image_root: Path) -> list[str]:
         for fn in sorted(os.listdir(image_root / "train" / name)):
             out.append(f"train/{name}/{fn} {c}")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Data tests on small tensors: one intra-op thread (on a loaded machine a second OpenMP thread
+    turns each small op into a wait for a descheduled thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

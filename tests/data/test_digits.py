@@ -62,8 +62,8 @@ def test_mean_std_constants_match_data(sk):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="'train' or 'test', got 'val'"):
-        DigitsLT("val")
+    with pytest.raises(ValueError, match="'train', 'val' or 'test', got 'validation'"):
+        DigitsLT("validation")
     with pytest.raises(ValueError, match="test_per_class"):
         DigitsLT("test", test_per_class=174)
     with pytest.raises(ValueError, match="0 images"):
@@ -83,3 +83,35 @@ def test_build_dataset_and_views_loader():
     assert same.indices == ds.indices
     with pytest.raises(ValueError, match="no split_file"):
         build_dataset("digits-lt", "train", split_file="x.txt")
+
+
+def test_val_split_is_balanced_disjoint_and_leaves_train_unchanged():
+    for seed, imbalance in ((0, 100), (1, 100), (0, 10)):
+        train = DigitsLT("train", seed=seed, imbalance_factor=imbalance)
+        test = DigitsLT("test", seed=seed, imbalance_factor=imbalance)
+        val = DigitsLT("val", seed=seed, imbalance_factor=imbalance)
+        assert val.class_counts() == [4] * 10  # default: the head class keeps 4 images outside train
+        assert not set(val.indices) & set(train.indices) and not set(val.indices) & set(test.indices)
+        assert len(set(val.indices)) == 40
+        # asking for a validation split changes neither train nor test
+        assert train.indices == DigitsLT("train", seed=seed, imbalance_factor=imbalance).indices
+    assert DigitsLT("val", seed=3).indices == DigitsLT("val", seed=3).indices
+    assert DigitsLT("val", seed=3).indices != DigitsLT("val", seed=4).indices
+    # the seed also draws within a class, not only the train split it is disjoint from
+    assert DigitsLT("val", seed=0, val_per_class=2).indices != DigitsLT("val", seed=0).indices[:20]
+    built = build_dataset("digits-lt", "val", imbalance_factor=100, seed=0, val_per_class=3, on_error="raise")
+    assert built.class_counts() == [3] * 10 and built.split == "val" and len(built[0][0].getbands()) == 3
+    with pytest.raises(ValueError, match="class 0 has 4 images outside train and test.*lower val_per_class"):
+        DigitsLT("val", val_per_class=5)
+    with pytest.raises(ValueError, match=r"class 2 has 3 images outside train and test \(imbalance_factor=1\)"):
+        DigitsLT("val", imbalance_factor=1)  # a balanced train split takes the whole smallest class
+    with pytest.raises(ValueError, match="val_per_class must be a positive integer"):
+        DigitsLT("val", val_per_class=0)
+
+
+def test_uint8_images_match_the_pil_items():
+    ds = DigitsLT("test", img_size=16, test_per_class=3)
+    arr = ds.uint8_images()
+    assert arr.shape == (30, 3, 16, 16) and arr.dtype == np.uint8
+    for i in (0, 17, 29):
+        assert (np.asarray(ds[i][0]).transpose(2, 0, 1) == arr[i]).all()
