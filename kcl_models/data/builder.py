@@ -11,6 +11,7 @@ from typing import Any
 from .datasets import ImageFolderDataset, SplitFileDataset, _check_on_error, longtailed_subset
 from .digits import DigitsLT
 from .hf import HFImageDataset, load_hf_dataset, select_by_split_file
+from .synthetic import SyntheticLT
 
 __all__ = ["build_dataset", "build_datasets", "dataset_kind"]
 
@@ -23,6 +24,7 @@ _HF_LOAD_KW = ("name", "data_dir", "data_files", "keep_in_memory", "num_proc", "
                "verification_mode")
 _OPTIONS = {
     "digits-lt": ("test_per_class", "img_size", "val_per_class", "on_error"),
+    "synthetic": ("n_max", "img_size", "test_per_class", "val_per_class", "on_error"),
     "split-file": ("on_error", "check_files", "classes", "require_all_classes"),
     "hf": ("image_column", "label_column", "cache_dir", "revision", "on_error", "classes", "split_key",
            "profile", "n_max", "mu", "load_kwargs") + _HF_LOAD_KW,
@@ -45,6 +47,8 @@ def dataset_kind(name: str) -> str:
     low = name.lower()
     if low in ("digits-lt", "digits_lt", "digitslt"):
         return "digits-lt"
+    if low == "synthetic":
+        return "synthetic"
     if low == "split-file":
         return "split-file"
     if low.startswith("hf:"):
@@ -52,8 +56,8 @@ def dataset_kind(name: str) -> str:
     if low.startswith("imagefolder:"):
         return "imagefolder"
     raise ValueError(
-        f"unknown dataset {name!r}; expected 'digits-lt', 'split-file', 'hf:<hub name or local path>' "
-        f"or 'imagefolder:<path>'")
+        f"unknown dataset {name!r}; expected 'digits-lt', 'synthetic', 'split-file', "
+        f"'hf:<hub name or local path>' or 'imagefolder:<path>'")
 
 
 def _check_options(name: str, kind: str, kw: Mapping[str, Any]) -> None:
@@ -95,6 +99,8 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, root
     * ``'digits-lt'``: :class:`DigitsLT`, splits ``'train'``, ``'val'``, ``'test'`` (``kw``:
       ``test_per_class``, ``img_size``, ``val_per_class``; ``root`` and ``on_error`` are
       accepted and ignored, so one set of options serves every dataset).
+    * ``'synthetic'``: :class:`.synthetic.SyntheticLT`, random images in a recipe's shape
+      (``num_classes``, default 100; ``kw``: ``n_max``, ``img_size``, ``test_per_class``, ``val_per_class``).
     * ``'split-file'``: :class:`SplitFileDataset` of ``root`` + ``split_file`` (the split file
       defines the long tail; ``kw``: ``on_error``, ``check_files``, ``classes``,
       ``require_all_classes``).
@@ -146,6 +152,13 @@ def build_dataset(name: str, split: str, transform: Callable | None = None, root
         _check_on_error(kw.pop("on_error", "raise"))
         return DigitsLT(split, imbalance_factor=1.0 if imbalance_factor is None else imbalance_factor,
                         seed=seed, transform=transform, **kw)
+    if kind == "synthetic":  # recipe-shaped random images (benchmarks, recipe smoke tests)
+        if split_file is not None:
+            raise ValueError("dataset 'synthetic' takes no split_file (its splits are built in)")
+        _check_on_error(kw.pop("on_error", "raise"))
+        if num_classes is not None:
+            kw["num_classes"] = num_classes
+        return SyntheticLT(split, imbalance_factor=imbalance_factor or 1.0, seed=seed, transform=transform, **kw)
     if kind == "split-file":
         if root is None or split_file is None:
             raise ValueError("dataset 'split-file' needs both root= (image root) and split_file=")
@@ -188,7 +201,7 @@ def _resolve_split(kind: str, split: str, value: str | None) -> tuple[str, str |
     if value is None:
         return split, None
     p = Path(str(value)).expanduser()
-    if kind in ("split-file", "digits-lt") or p.is_file():
+    if kind in ("split-file", "digits-lt", "synthetic") or p.is_file():
         return split, str(value)  # digits-LT refuses it with its own message
     if p.suffix == ".txt" or os.sep in str(value) or "/" in str(value):
         raise FileNotFoundError(f"{split} split: split file {value!r} not found")

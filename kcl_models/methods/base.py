@@ -11,6 +11,7 @@ A method is one class (one file) with
 - ``crt``: whether a cRT stage (frozen backbone, class-balanced linear classifier) follows;
 - ``build(backbone)``: the training module made from a timm backbone (what the optimizer trains);
 - ``loss(model, batch, generator)``: a :class:`LossOutput` with the total and its named parts;
+- ``start_epoch(epoch)``: per-epoch state (e.g. ProCo swaps its class statistics);
 - ``after_step(model)``: its own state after each optimizer step (momentum encoder, queue);
 - ``checkpoint_state()``: extra stateful objects saved with every checkpoint;
 - ``eval_module(model)`` / ``export_module(model)``: the timm model evaluated during stage 1 and
@@ -121,7 +122,10 @@ class Method:
     def before_training(self, model: nn.Module, loader: Any) -> None:
         """Called before stage 1 starts or resumes (e.g. fill a queue that is still empty)."""
 
-    # ---- each step --------------------------------------------------------------------------
+    # ---- each epoch and step -----------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        """Called at the start (or mid-epoch resume) of every stage-1 epoch (e.g. swap class statistics)."""
+
     def loss(self, model: nn.Module, batch: Any, generator: torch.Generator) -> LossOutput:
         raise NotImplementedError
 

@@ -104,6 +104,7 @@ class Stage:
     modules: list[nn.Module]
     eval_model: nn.Module | None
     after_step: Any = None
+    start_epoch: Any = None
 
 
 def _schedule(optimizer, sched: str, epochs: int, updates: int, **kw: Any):
@@ -222,7 +223,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     unwrapped = accelerator.unwrap_model(model)
     stages = [Stage(1, method.name, cfg.epochs, loader, optimizer, schedulers["stage1"],
                     lambda batch, gen: method.loss(model, batch, gen), [model], method.eval_module(unwrapped),
-                    after_step=lambda: method.after_step(model))]
+                    after_step=lambda: method.after_step(model), start_epoch=method.start_epoch)]
     if method.crt:
         features = method.feature_backbone(unwrapped)
         ce = nn.CrossEntropyLoss()
@@ -409,6 +410,8 @@ class _Loop:
         loader = stage.loader
         for epoch in range(state.epoch if state.stage == stage.index else 0, stage.epochs):
             state.stage, state.epoch = stage.index, epoch
+            if stage.start_epoch is not None:
+                stage.start_epoch(epoch)
             loader.set_epoch(epoch)
             loader.dataset.set_epoch(epoch)
             if hasattr(loader.batch_sampler, "sampler") and hasattr(loader.batch_sampler.sampler, "set_epoch"):
