@@ -45,6 +45,8 @@ class TrainConfig:
     hflip: float = _opt(0.5, "horizontal-flip probability (0 for digits: not flip-invariant)")
     sampler: str = _opt("instance", "instance | class_balanced | sqrt")
     workers: int = _opt(0, "DataLoader worker processes")
+    data_pipeline: str = _opt("pil", "pil: per-image PIL views in loader workers | tensor: the images as one "
+                                     "uint8 tensor on the training device, batched views (small images)")
     skip_corrupt: bool = _opt(False, "count and skip unreadable images instead of failing")
     data_kwargs: dict[str, Any] = _opt({}, "extra build_dataset options (e.g. {img_size: 16})")
 
@@ -115,6 +117,8 @@ class TrainConfig:
             if self.compile_losses not in torch.compiler.list_backends(exclude_tags=()):
                 raise ValueError(f"config 'compile_losses' must be 'no' or a torch.compile backend "
                                  f"(e.g. {torch.compiler.list_backends()}), got {self.compile_losses!r}")
+        if self.data_pipeline not in ("pil", "tensor"):
+            raise ValueError(f"config 'data_pipeline' must be pil or tensor, got {self.data_pipeline!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"config 'mixed_precision' must be no, bf16 or fp16, got {self.mixed_precision!r}")
 

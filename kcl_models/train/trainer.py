@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import shutil
 import time
 import warnings
@@ -28,7 +27,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import kcl_models  # noqa: F401  (registers the architectures)
-from kcl_models.data import build_sampler
 from kcl_models.eval.evaluate import predict
 from kcl_models.eval.metrics import compute_metrics
 from kcl_models.methods import LossOutput, MethodContext
@@ -40,7 +38,16 @@ from kcl_models.utils.tensors import NonFiniteWeightsError, first_nonfinite
 
 from .checkpoints import Checkpoints, describe, resume_changes, why_incomplete
 from .config import TrainConfig
-from .data import build_run_data, make_loader, train_loader
+from .data import (
+    begin_epoch,
+    build_run_data,
+    crt_loader,
+    epoch_batches,
+    make_loader,
+    needs_prepare,
+    steps_per_epoch,
+    train_loader,
+)
 from .distributed import all_gather_with_grad, concat_all_gather
 
 
@@ -138,12 +145,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     method_cls = cfg.method_class
 
     # ---- data --------------------------------------------------------------------------------
-    data = build_run_data(cfg, method_cls.views, global_batch)
+    data = build_run_data(cfg, method_cls.views, global_batch, accelerator.device)
     if cfg.skip_corrupt and accelerator.num_processes > 1 and method_cls.equal_batches:
         raise ValueError(f"skip_corrupt shortens batches, but method '{cfg.method}' gathers features in "
                          f"equal-size batches across processes: use one process, or remove the unreadable "
                          f"files (the error names them)")
-    loader = train_loader(data, cfg)
+    loader = train_loader(data, cfg, accelerator)
     eval_loaders = {"test": make_loader(data.test, cfg.batch_size, cfg, train=False)}
     if data.val is not None:
         eval_loaders["val"] = make_loader(data.val, cfg.batch_size, cfg, train=False)
@@ -163,30 +170,36 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- optimisation ------------------------------------------------------------------------
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                     momentum=cfg.momentum)
-    objects = [model, optimizer, loader, *eval_loaders.values()]
+    crt_opt = crt_batches = None
     if method.crt:
-        crt_ds = data.crt_dataset(cfg)
-        crt_loader = make_loader(crt_ds, cfg.crt_batch_size or cfg.batch_size, cfg,
-                                 build_sampler(cfg.crt_sampler, crt_ds.targets, cfg.seed + 1))
+        crt_batches = crt_loader(data, cfg, accelerator)
         crt_opt = create_optimizer_v2(crt_head, opt="sgd", lr=cfg.crt_lr, weight_decay=0.0, momentum=0.9)
-        objects += [crt_head, crt_opt, crt_loader]
+    updates = steps_per_epoch(loader, accelerator.num_processes) // cfg.grad_accum_steps \
+        + bool(steps_per_epoch(loader, accelerator.num_processes) % cfg.grad_accum_steps)
 
     def make_schedulers() -> dict[str, Any]:
-        updates = math.ceil(len(loader) / accelerator.num_processes / cfg.grad_accum_steps)
         made = {"stage1": _schedule(optimizer, cfg.sched, cfg.epochs, updates, warmup_epochs=cfg.warmup_epochs,
                                     min_lr=cfg.min_lr)}
         if method.crt:
-            made["stage2"] = _schedule(crt_opt, cfg.crt_sched, cfg.crt_epochs,
-                                       math.ceil(len(crt_loader) / accelerator.num_processes),
+            made["stage2"] = _schedule(crt_opt, cfg.crt_sched, cfg.crt_epochs, crt_updates,
                                        decay_milestones=cfg.crt_decay_milestones, decay_rate=0.1)
         return made
 
+    crt_updates = steps_per_epoch(crt_batches, accelerator.num_processes) if method.crt else 0
     schedulers = make_schedulers()
-    prepared = accelerator.prepare(*objects)
-    model, optimizer, loader = prepared[:3]
-    eval_loaders = dict(zip(eval_loaders, prepared[3:3 + len(eval_loaders)]))
+    # Accelerate wraps the model (DDP), optimizers and DataLoaders; the tensor loader shards itself
+    loaders = {"train": loader, **{f"eval_{k}": v for k, v in eval_loaders.items()}}
     if method.crt:
-        crt_head, crt_opt, crt_loader = prepared[3 + len(eval_loaders):]
+        loaders["crt"] = crt_batches
+    to_prepare = [k for k, v in loaders.items() if needs_prepare(v)]
+    objects = [model, optimizer] + ([crt_head, crt_opt] if method.crt else []) + [loaders[k] for k in to_prepare]
+    prepared = accelerator.prepare(*objects)
+    model, optimizer = prepared[:2]
+    if method.crt:
+        crt_head, crt_opt = prepared[2:4]
+    loaders.update(zip(to_prepare, prepared[len(objects) - len(to_prepare):]))
+    loader, crt_batches = loaders["train"], loaders.get("crt")
+    eval_loaders = {k: loaders[f"eval_{k}"] for k in eval_loaders}
 
     state = TrainState()
     scheduler_state = SchedulerState(**schedulers)
@@ -236,7 +249,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return LossOutput(loss, {"crt_ce": loss}, labels.shape[0])
 
         export = LinearOnFrozen(features, accelerator.unwrap_model(crt_head))
-        stages.append(Stage(2, "crt", cfg.crt_epochs, crt_loader, crt_opt, schedulers["stage2"], crt_step,
+        stages.append(Stage(2, "crt", cfg.crt_epochs, crt_batches, crt_opt, schedulers["stage2"], crt_step,
                             [crt_head], export))
     else:
         export = method.export_module(unwrapped)
@@ -261,13 +274,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if not metrics and not cfg.max_steps:
         metrics = loop.evaluate(export, "final")
-    if hasattr(data.train.dataset, "report_skipped"):
-        data.train.dataset.report_skipped()
+    base = getattr(data.train, "dataset", data.train)
+    if hasattr(base, "report_skipped"):
+        base.report_skipped()
     loop.check_weights("export", {"export": export})
     if main:
         loop.save_timm_folder(export, out / "model")
-        skipped = {k: ds.num_skipped for k, ds in (("train", data.train.dataset), ("test", data.test))
-                   if hasattr(ds, "num_skipped")}
+        skipped = data.skipped()
         atomic_write_text(out / "train_metrics.json", json.dumps(
             {"metrics": metrics, "config": cfg.to_dict(), "class_counts": data.counts,
              "loss_history": state.loss_history, "timing": state.timing, "skipped_images": skipped},
@@ -369,7 +382,7 @@ class _Loop:
 
     def save_timm_folder(self, m: nn.Module, folder: Path) -> None:
         save_timm_folder(as_timm_model(m, self.data.num_classes), folder,
-                         model_config={"label_names": list(self.data.train.classes)})
+                         model_config={"label_names": self.data.classes})
 
     def evaluate(self, eval_model: nn.Module, tag: str) -> dict[str, Any]:
         """Test metrics (returned, logged); with a validation split, best/ follows its top-1."""
@@ -412,19 +425,9 @@ class _Loop:
             state.stage, state.epoch = stage.index, epoch
             if stage.start_epoch is not None:
                 stage.start_epoch(epoch)
-            loader.set_epoch(epoch)
-            loader.dataset.set_epoch(epoch)
-            if hasattr(loader.batch_sampler, "sampler") and hasattr(loader.batch_sampler.sampler, "set_epoch"):
-                loader.batch_sampler.sampler.set_epoch(epoch)
+            begin_epoch(loader, epoch)
             skip = state.batch_in_epoch
-            epoch_loader = loader
-            if skip:
-                # resuming mid-epoch: the DataLoader iterator draws its base seed from the global
-                # RNG, which the uninterrupted run did at the epoch start; undo that draw so the
-                # restored global RNG stream (e.g. dropout) continues where it was saved
-                rng = torch.get_rng_state()
-                epoch_loader = iter(acc.skip_first_batches(loader, skip))
-                torch.set_rng_state(rng)
+            epoch_loader = epoch_batches(loader, skip, acc)
             for m in stage.modules:
                 m.train()
             bar = tqdm(total=len(loader), initial=skip, disable=not acc.is_main_process, dynamic_ncols=True,

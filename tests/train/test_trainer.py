@@ -130,7 +130,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, monkeypa
 
 
 def test_bad_configs_give_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"num_classes=7 does not match the data 'digits-lt', which has 10"):
+    with pytest.raises(ValueError, match=r"dataset 'digits-lt' has 10 classes, but num_classes=7 was given"):
         train(_cfg("ce", tmp_path, num_classes=7))
     with pytest.raises(ValueError, match=r"queue_size=100 must be divisible by the global batch 32"):
         train(_cfg("kcl", tmp_path, queue_size=100, batch_size=32))
