@@ -39,13 +39,15 @@ def offline_run(bcl_cache):
 import json, torch, timm, kcl_models
 ref = torch.load({str(tmp / 'ref.pt')!r}, weights_only=True)
 out = {{}}
+# the registered name's Hub route (file=None: skip the weights bundled in the package), as a published tag uses it
+hub_route = dict(pretrained_cfg_overlay=dict(file=None))
 for spec in ("resnet32_bcl.digits_lt", "hf-hub:kcl-models/resnet32_bcl.digits_lt", "local-dir:{folder}"):
-    model = timm.create_model(spec, pretrained=True).eval()
+    model = timm.create_model(spec, pretrained=True, **(hub_route if ":" not in spec else {{}})).eval()
     with torch.no_grad():
         out[spec] = dict(equal=bool(torch.equal(model(ref["x"]), ref["y"])), num_classes=model.num_classes,
                          cls=type(model.get_classifier()).__name__)
 try:
-    timm.create_model("resnet32_kcl.digits_lt", pretrained=True)  # not in the cache
+    timm.create_model("resnet32_kcl.digits_lt", pretrained=True, **hub_route)  # not in the cache
     out["missing"] = "no error"
 except kcl_models.PretrainedWeightsUnavailable as err:
     out["missing"] = "PretrainedWeightsUnavailable: " + str(err).splitlines()[0]
@@ -88,7 +90,9 @@ with torch.no_grad():
     res = dict(plain_equal=bool(torch.equal(plain(ref["x"]), ref["y"])), plain_arch=type(plain).__name__,
                plain_cfg_arch=plain.pretrained_cfg["architecture"])
     import kcl_models
-    reg = timm.create_model("resnet50_kcl.imagenet_lt", pretrained=True).eval()
+    # planned in the registry: give it the hf_hub_id it gets when published
+    reg = timm.create_model("resnet50_kcl.imagenet_lt", pretrained=True,
+                            pretrained_cfg_overlay=dict(hf_hub_id="kcl-models/resnet50_kcl.imagenet_lt")).eval()
     res["registry_equal"] = bool(torch.equal(reg(ref["x"]), ref["y"]))
 print("RESULT" + json.dumps(res))
 """
