@@ -59,7 +59,8 @@ class Recipe:
         if self.kind == "train":
             return (f"train them with `python train.py --config {self.config} --output_dir <out>` (in a clone of "
                     f"kcl-models), then load timm.create_model('local-dir:<out>/model', pretrained=True)")
-        return (f"convert the authors' checkpoint ({BCL_RELEASE}) with `python hub/convert.py {self.layout} "
+        where = f" ({BCL_RELEASE})" if self.layout == "bcl" else ""
+        return (f"convert the authors' checkpoint{where} with `python hub/convert.py {self.layout} "
                 f"--arch {variant} --checkpoint <checkpoint file> --out <folder>`, then load "
                 f"timm.create_model('local-dir:<folder>', pretrained=True)")
 
@@ -127,7 +128,7 @@ def _cached(repo_id: str, revision: str | None, filenames: tuple[str, ...]) -> b
 
 
 def ensure_hub_weights(repo: str, filenames: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")):
-    """Fail fast instead of huggingface_hub's retries (~25 s with no network) when a Hub repo's
+    """Fail fast instead of huggingface_hub's retries (23-57 s measured with no network) when a Hub repo's
     weights cannot be had. Returns a context manager to load under.
 
     - ``HF_HUB_OFFLINE``: nothing to check, huggingface_hub answers from the cache at once;
