@@ -4,7 +4,7 @@ Importing the package registers ``resnet50_kcl``, ``resnet50_bcl``, ``resnext50_
 ``resnet32_kcl`` and ``resnet32_bcl`` (with their ``arch.tag`` variants) with timm.
 """
 from . import models  # noqa: F401  (registers the architectures with timm)
-from .models import PretrainedWeightsUnavailable, list_kcl_models
+from .models import InvalidWeightsError, PretrainedWeightsUnavailable, list_kcl_models
 
 __version__ = "0.1.0"
-__all__ = ["PretrainedWeightsUnavailable", "list_kcl_models", "__version__"]
+__all__ = ["InvalidWeightsError", "PretrainedWeightsUnavailable", "list_kcl_models", "__version__"]

@@ -5,7 +5,8 @@
 - ``evaluate``: ``predict`` / ``extract_features``, exact under multi-process Accelerate.
 - ``probes``: linear probe (cRT protocol), weighted kNN, open-set protocol (KCL Table 4).
 - ``report``: results JSON ``kcl-models/results/v1``, markdown tables, plots.
-- ``cli``: ``eval.py`` / ``kcl-eval``.
+- ``cli``: ``eval.py`` / ``kcl-eval``; ``loading``: its model loading (every route, weights checked);
+  ``flags``: the flag parser of the CLIs (dash/underscore spellings, "did you mean", no abbreviations).
 """
 from .evaluate import extract_features, predict
 from .metrics import (

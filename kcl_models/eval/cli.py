@@ -1,7 +1,7 @@
 """``eval.py`` / ``kcl-eval``: evaluate a model on long-tailed data, or compare result files.
 
 Evaluate (writes ``results.json``, ``results.md``, ``per_class.png`` and, per probe,
-``per_class_<probe>.png`` into ``--output``; prints the markdown table)::
+``per_class_<probe>.png`` into ``--output``/``--output-dir``; prints the markdown table)::
 
     kcl-eval --model local-dir:outputs/demo_bcl/model --data digits-lt --output outputs/eval
     kcl-eval --model resnet50_kcl.imagenet_lt --pretrained --data split-file --data-root /data/imagenet \\
@@ -27,251 +27,46 @@ names/files, ``--data-root``, ``--imbalance-factor``, ``--data-seed``, ``data_kw
 the training run's, so the evaluation uses exactly the run's splits (digits-LT's held-out test set
 depends on the seed). ``--train-config FILE`` supplies that config for other model sources.
 
-Known bad input (unknown model, class-count mismatch, empty split, missing file) ends with one
-``kcl-eval: error: ...`` line and exit code 2 (``--traceback`` shows the stack instead).
+Preprocessing is the same by every route to the same weights: the model's own pretrained_cfg
+(timm's ``resolve_model_data_config``), the training config's ``input_size`` if it set one, and
+digits-LT made at the model's input size unless the training config fixed ``img_size``. A
+registered name loaded with ``--pretrained`` from weights bundled in the package finds its
+training config next to them.
+
+Weights are checked before use: a folder whose ``config.json`` is malformed or whose
+``num_classes`` disagrees with the classifier in the weights, a truncated weights file, and
+non-finite tensors are refused naming the file (and tensor). A Hub repo that is missing or
+unreachable (and not cached) fails at once.
+
+Flags take dashes or underscores (``--output-dir``, ``--output_dir``, ``--data_root``); an unknown
+flag gets "did you mean"; abbreviations are refused. Known bad input (unknown model, class-count
+mismatch, empty split, missing file, bad weights) ends with one ``kcl-eval: error: ...`` line and
+exit code 2 (``--traceback`` shows the stack instead).
 """
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .flags import FlagParser
+from .loading import (
+    CHECKPOINT_SUFFIXES,
+    ClassMismatchError,
+    EmptySplitError,
+    EvalError,
+    LoadedModel,
+    UnknownModelError,
+    _read_yaml_or_json,
+    load_model,
+)
+
 __all__ = ["EvalError", "UnknownModelError", "ClassMismatchError", "EmptySplitError", "LoadedModel",
-           "load_model", "build_parser", "main"]
-
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tar", ".ckpt")
-
-
-class EvalError(ValueError):
-    """Bad input the CLI reports as one line (exit code 2)."""
-
-
-class UnknownModelError(EvalError):
-    """The model name is neither registered with timm nor a Hub repo, folder or checkpoint."""
-
-
-class ClassMismatchError(EvalError):
-    """The model's classifier and the data disagree on the number of classes."""
-
-
-class EmptySplitError(EvalError):
-    """A data split has no sample."""
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module
-    name: str                       # the --model spec as given
-    architecture: str               # timm architecture (registry name)
-    source: str                     # 'timm', 'timm-pretrained', 'hf-hub:..', 'local-dir:..', 'checkpoint:..'
-    weights_path: Path | None = None
-    has_classifier: bool = True
-    config: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------
-# models
-# --------------------------------------------------------------------------------------------
-
-def _suggest(name: str) -> str:
-    import timm
-    base = name.split(".", 1)[0]
-    pool = sorted(set(timm.list_models()) | set(timm.list_models(pretrained=True)))
-    close = difflib.get_close_matches(name, pool, n=5, cutoff=0.6)
-    close += [m for m in difflib.get_close_matches(base, pool, n=5, cutoff=0.6) if m not in close]
-    return f"; did you mean {', '.join(close[:5])}?" if close else "; see timm.list_models()"
-
-
-def _is_fetch_error(err: BaseException) -> bool:
-    mod = type(err).__module__
-    return mod.startswith(("huggingface_hub", "httpx", "requests", "urllib3")) or isinstance(err, OSError)
-
-
-def _read_yaml_or_json(path: Path) -> dict:
-    text = path.read_text()
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-        data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise EvalError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def _config_json_train_config(path: Path) -> dict:
-    """``kcl_models.train_config`` of a Hub folder's ``config.json`` (written by kcl_models.hub)."""
-    try:
-        cfg = json.loads(path.read_text()).get("kcl_models") or {}
-        return dict(cfg.get("train_config") or {})
-    except (OSError, ValueError, AttributeError, TypeError):
-        return {}
-
-
-def _training_config(folder: Path) -> dict:
-    """The training config that came with an exported model, first found of:
-    ``config.json``'s ``kcl_models.train_config`` (a ``kcl_models.hub`` folder),
-    ``<dir>/train_config.yaml|json``, or the trainer's layout (``<out>/model`` next to
-    ``<out>/config.yaml`` or ``<out>/train_metrics.json``). ``{}`` if none."""
-    found = _config_json_train_config(folder / "config.json")
-    if found:
-        return found
-    for cand in (folder / "train_config.yaml", folder / "train_config.json", folder.parent / "config.yaml"):
-        if cand.is_file():
-            try:
-                data = _read_yaml_or_json(cand)
-            except Exception:  # noqa: BLE001 - provenance is optional; a bad file must not stop eval
-                continue
-            # a stray config.yaml one level up is only taken if it looks like a TrainConfig
-            if cand.parent == folder or {"data", "model", "method"} <= set(data):
-                return data
-    metrics = folder.parent / "train_metrics.json"
-    if metrics.is_file():
-        try:
-            return dict(json.loads(metrics.read_text()).get("config") or {})
-        except (ValueError, AttributeError, TypeError):
-            return {}
-    return {}
-
-
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    from ..models.convert import unwrap_checkpoint
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path), device="cpu")
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - pickle errors come in many types
-            raise EvalError(f"cannot read checkpoint {path} with torch.load(weights_only=True): "
-                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
-                            f"Re-save its state_dict (tensors only) or as .safetensors") from None
-    if not isinstance(state, dict):
-        raise EvalError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    state = unwrap_checkpoint(state)
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()
-            if isinstance(v, torch.Tensor)}
-
-
-def _classifier_name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    name = cfg.get("classifier", "fc")
-    return name[0] if isinstance(name, (list, tuple)) else name
-
-
-def _load_checkpoint_model(path: Path, arch: str) -> LoadedModel:
-    import timm
-
-    from ..models.convert import checkpoint_filter_fn
-    state = _read_checkpoint(path)
-    probe = timm.create_model(arch)
-    clf = _classifier_name(probe)
-    w = state.get(f"{clf}.weight")
-    n_feat = probe.num_features
-    if w is None or w.dim() != 2:
-        n_cls = 0  # backbone-only checkpoint: features and probes only
-    elif w.shape[1] == n_feat:
-        n_cls = int(w.shape[0])
-    elif w.shape[0] == n_feat:
-        n_cls = int(w.shape[1])  # the authors' [D, C] cosine weight; the filter transposes it
-    else:
-        raise EvalError(f"checkpoint {path}: classifier '{clf}.weight' has shape {tuple(w.shape)}, which does "
-                        f"not fit {arch} ({n_feat} features)")
-    model = timm.create_model(arch, num_classes=n_cls)
-    state = checkpoint_filter_fn(state, model)
-    if n_cls == 0:
-        state = {k: v for k, v in state.items() if not k.startswith(f"{clf}.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise EvalError(
-            f"checkpoint {path} does not match {arch}: {len(missing)} missing key(s) {missing[:6]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:6]}. The authors' KCL/BCL checkpoints need "
-            f"conversion first (hub/convert.py)")
-    return LoadedModel(model, str(path), arch.split(".", 1)[0], f"checkpoint:{path}", path, n_cls > 0)
-
-
-def load_model(spec: str, *, arch: str | None = None, pretrained: bool = False,
-               num_classes: int | None = None) -> LoadedModel:
-    """Create the model named by ``spec`` (see the module doc for the accepted forms).
-
-    ``num_classes`` sizes a fresh head for a timm name without ``pretrained``; weights from a Hub
-    repo, a folder or a checkpoint keep their own head (checked against the data by the caller).
-    """
-    import timm
-
-    import kcl_models  # noqa: F401  (registers our architectures before timm resolves names)
-
-    if spec.startswith(("hf-hub:", "local-dir:")):
-        weights_path = None
-        config: dict = {}
-        if spec.startswith("local-dir:"):
-            folder = Path(spec[len("local-dir:"):]).expanduser()
-            if not folder.is_dir():
-                raise FileNotFoundError(f"model folder not found: {folder}")
-            if not (folder / "config.json").is_file():
-                raise FileNotFoundError(f"{folder} has no config.json (write it with timm.models.save_for_hf)")
-            weights_path = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
-                                 if (folder / f).is_file()), None)
-            config = _training_config(folder)
-        try:
-            model = timm.create_model(spec, pretrained=True)
-        except RuntimeError as err:
-            if not str(err).startswith("Unknown model"):
-                raise
-            raise UnknownModelError(f"'{spec}' names an architecture timm does not know ({err}); "
-                                    f"is the package that registers it imported?") from None
-        except Exception as err:  # noqa: BLE001 - narrowed just below
-            if not _is_fetch_error(err):
-                raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise EvalError(f"cannot load '{spec}': {type(err).__name__}: {first}") from None
-        if spec.startswith("hf-hub:"):
-            weights_path = _cached_hub_file(spec[len("hf-hub:"):], ("model.safetensors", "pytorch_model.bin"))
-            cfg_json = _cached_hub_file(spec[len("hf-hub:"):], ("config.json",))
-            config = _config_json_train_config(cfg_json) if cfg_json else {}
-        arch_name = model.pretrained_cfg.get("architecture") or type(model).__name__
-        return LoadedModel(model, spec, arch_name, spec, weights_path, model.num_classes > 0, config)
-
-    path = Path(spec).expanduser()
-    if path.suffix in CHECKPOINT_SUFFIXES or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
-        if not arch:
-            raise EvalError(f"checkpoint {path} needs --arch (the timm architecture, e.g. resnet32_kcl)")
-        if not timm.is_model(arch.split(".", 1)[0]):
-            raise UnknownModelError(f"unknown --arch '{arch}'{_suggest(arch)}")
-        return _load_checkpoint_model(path, arch)
-
-    base = spec.split(".", 1)[0]
-    if "/" in spec or not timm.is_model(base):
-        hint = " (a Hub repo needs the hf-hub: prefix, a folder local-dir:)" if "/" in spec else ""
-        raise UnknownModelError(f"unknown model '{spec}'{hint}{_suggest(spec)}")
-    kwargs = {} if pretrained or num_classes is None else {"num_classes": num_classes}
-    model = timm.create_model(spec, pretrained=pretrained, **kwargs)
-    return LoadedModel(model, spec, base, "timm-pretrained" if pretrained else "timm", None,
-                       model.num_classes > 0)
-
-
-def _cached_hub_file(repo: str, names: tuple[str, ...]) -> Path | None:
-    """Local path of the first of ``names`` in the HF cache (timm downloaded it just before)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover
-        return None
-    repo_id, _, revision = repo.partition("@")
-    for fname in names:
-        hit = try_to_load_from_cache(repo_id, fname, revision=revision or None)
-        if isinstance(hit, str):
-            return Path(hit)
-    return None
-
+           "CHECKPOINT_SUFFIXES", "load_model", "eval_preprocessing", "build_parser", "main"]
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -322,12 +117,36 @@ def resolve_data_args(args: argparse.Namespace, train_config: dict) -> dict:
     return extra
 
 
+def _is_digits(data: str) -> bool:
+    return data.lower() in ("digits-lt", "digits_lt", "digitslt")
+
+
+def eval_preprocessing(model: nn.Module, train_config: dict, data: str, extra: dict) -> dict:
+    """The evaluation transform's timm data config, the same by every route to the same weights.
+
+    It is the model's own pretrained_cfg (``timm.data.resolve_model_data_config``) with the
+    training config's ``input_size`` when it set one (as the trainer does). digits-LT images are
+    made at the model's input size unless the training config fixed ``data_kwargs.img_size``
+    (``extra``, updated in place): evaluating them at DigitsLT's default 32 px and resizing would
+    change the numbers."""
+    import timm
+
+    data_config = timm.data.resolve_model_data_config(model)
+    size = (train_config or {}).get("input_size")
+    if size:
+        side = int(size[-1]) if isinstance(size, (list, tuple)) else int(size)
+        data_config["input_size"] = (data_config["input_size"][0], side, side)
+    if _is_digits(data) and "img_size" not in extra:
+        extra["img_size"] = int(data_config["input_size"][-1])
+    return data_config
+
+
 def build_eval_data(args: argparse.Namespace, transform: Any,
                     extra: dict | None = None) -> tuple[Any, Any]:
     from ..data import build_dataset
     data = args.data
     low = data.lower()
-    is_digits = low in ("digits-lt", "digits_lt", "digitslt")
+    is_digits = _is_digits(data)
     out = []
     for flag, value, default in (("--train-split", args.train_split, "train"),
                                  ("--test-split", args.test_split, "test")):
@@ -366,9 +185,10 @@ def _loader(ds: Any, args: argparse.Namespace, device: torch.device) -> torch.ut
 # --------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = FlagParser(
         prog="kcl-eval", description="Evaluate a model on long-tailed data (top-1/5, many/medium/few, "
-        "balancedness, ECE, probes) or compare results files.",
+        "balancedness, ECE, probes) or compare results files. Every flag may be written with dashes or "
+        "underscores (--data-root, --data_root); abbreviations are not accepted.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", help="timm name | hf-hub:org/repo | local-dir:path | checkpoint file")
     p.add_argument("--arch", help="timm architecture of a checkpoint file (a tag selects its "
@@ -388,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, help="seed of the generated splits (digits-LT's test hold-out "
                    "too); default: the training config's seed, else 0")
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="unreadable images")
-    p.add_argument("--output", help="output folder")
+    p.add_argument("--output", "--output-dir", dest="output", help="output folder")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--probe", nargs="+", choices=("linear", "knn"), default=[],
@@ -449,8 +269,6 @@ def run_eval(args: argparse.Namespace) -> str | None:
 
 
 def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
-    import timm
-
     from ..data import build_eval_transform, class_counts
     from .evaluate import extract_features, predict
     from .metrics import DEFAULT_SIGMA, compute_metrics
@@ -467,7 +285,7 @@ def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
     model = loaded.model
     config = _read_yaml_or_json(Path(args.train_config)) if args.train_config else dict(loaded.config)
     extra = resolve_data_args(args, config)
-    data_config = timm.data.resolve_model_data_config(model)
+    data_config = eval_preprocessing(model, config, args.data, extra)
     train_ds, test_ds = build_eval_data(args, build_eval_transform(data_config), extra)
     num_classes = test_ds.num_classes
     if loaded.source == "timm" and model.num_classes != num_classes:

@@ -27,6 +27,7 @@ from ._builder import (
     PROCO_PAPER,
     PROCO_PAPER_NAME,
 )
+from ._zoo import Recipe
 from .cifar_resnet import CIFAR100_MEAN, CIFAR100_STD, CifarResNet, _create_cifar_resnet
 from .cifar_resnet import _cfg as _cifar_cfg
 from .resnet import CosineResNet, _cfg, _create
@@ -47,40 +48,44 @@ default_cfgs = generate_default_cfgs({
     "resnet50_paco.imagenet_lt": _cfg(
         "resnet50_paco.imagenet_lt", 1000, PACO_PAPER, PACO_PAPER_NAME,
         "ImageNet-LT, paper top-1 57.0 (PaCo, ResNet-50, 400 epochs); " + _converted("PaCo", "paco"),
-        license="mit"),
+        Recipe("convert", layout="paco"), license="mit"),
     "resnext50_32x4d_paco.imagenet_lt": _cfg(
         "resnext50_32x4d_paco.imagenet_lt", 1000, PACO_PAPER, PACO_PAPER_NAME,
         "ImageNet-LT, paper top-1 58.2 (PaCo, ResNeXt-50, 400 epochs); " + _converted("PaCo", "paco"),
-        license="mit"),
+        Recipe("convert", layout="paco"), license="mit"),
     "resnet50_gpaco.imagenet_lt": _cfg(
         "resnet50_gpaco.imagenet_lt", 1000, GPACO_PAPER, GPACO_PAPER_NAME,
         "ImageNet-LT, paper top-1 58.5 (GPaCo, ResNet-50, 400 epochs); " + _converted("GPaCo", "gpaco"),
-        license="mit"),
+        Recipe("convert", layout="gpaco"), license="mit"),
     "resnet50_gpaco.inat2018": _cfg(
         "resnet50_gpaco.inat2018", 8142, GPACO_PAPER, GPACO_PAPER_NAME,
         "iNaturalist 2018, paper top-1 75.4 (GPaCo, ResNet-50, 400 epochs); " + _converted("GPaCo", "gpaco"),
-        license="mit"),
+        Recipe("convert", layout="gpaco"), license="mit"),
     "resnext50_32x4d_gpaco.imagenet_lt": _cfg(
         "resnext50_32x4d_gpaco.imagenet_lt", 1000, GPACO_PAPER, GPACO_PAPER_NAME,
         "ImageNet-LT, paper top-1 58.9 (GPaCo, ResNeXt-50, 400 epochs); " + _converted("GPaCo", "gpaco"),
-        license="mit"),
+        Recipe("convert", layout="gpaco"), license="mit"),
     "resnet50_proco.imagenet_lt": _cfg(
         "resnet50_proco.imagenet_lt", 1000, PROCO_PAPER, PROCO_PAPER_NAME,
-        "ImageNet-LT, paper top-1 57.3 (ProCo, ResNet-50, 90 epochs; 57.8 at 180); " + _converted("ProCo", "proco")),
+        "ImageNet-LT, paper top-1 57.3 (ProCo, ResNet-50, 90 epochs; 57.8 at 180); " + _converted("ProCo", "proco"),
+        Recipe("convert", layout="proco")),
     "resnet50_proco.inat2018": _cfg(
         "resnet50_proco.inat2018", 8142, PROCO_PAPER, PROCO_PAPER_NAME,
-        "iNaturalist 2018, paper top-1 73.5 (ProCo, ResNet-50, 90 epochs); " + _converted("ProCo", "proco")),
+        "iNaturalist 2018, paper top-1 73.5 (ProCo, ResNet-50, 90 epochs); " + _converted("ProCo", "proco"),
+        Recipe("convert", layout="proco")),
     "resnext50_32x4d_proco.imagenet_lt": _cfg(
         "resnext50_32x4d_proco.imagenet_lt", 1000, PROCO_PAPER, PROCO_PAPER_NAME,
-        "ImageNet-LT, paper top-1 58.0 (ProCo, ResNeXt-50, 90 epochs); " + _converted("ProCo", "proco")),
+        "ImageNet-LT, paper top-1 58.0 (ProCo, ResNeXt-50, 90 epochs); " + _converted("ProCo", "proco"),
+        Recipe("convert", layout="proco")),
     "resnet32_proco.cifar100_lt_if100": _cifar_cfg(
         "resnet32_proco.cifar100_lt_if100", 100, CIFAR100_MEAN, CIFAR100_STD, PROCO_PAPER, PROCO_PAPER_NAME,
         "CIFAR-100-LT IF100, paper top-1 52.8 (ProCo, ResNet-32, 200 epochs; 54.2 at 400; best epoch on the "
-        "test set); " + _converted("ProCo", "proco")),
+        "test set); " + _converted("ProCo", "proco"),
+        Recipe("convert", layout="proco")),
     "resnet32_paco.cifar100_lt_if100": _cifar_cfg(
         "resnet32_paco.cifar100_lt_if100", 100, CIFAR100_MEAN, CIFAR100_STD, PACO_PAPER, PACO_PAPER_NAME,
         "CIFAR-100-LT IF100, paper top-1 52.0 [unverified] (PaCo, ResNet-32, 400 epochs); no released "
-        "weights: train with configs/cifar100_lt_paco.yaml."),
+        "weights: train with configs/cifar100_lt_paco.yaml.", Recipe("train", "configs/cifar100_lt_paco.yaml")),
 })
 
 

@@ -1,6 +1,7 @@
 """eval.py end to end on digits-LT with a tiny random resnet32_kcl, --compare, and bad input."""
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -179,3 +180,152 @@ def test_hf_hub_model_from_offline_cache(run_dir, tmp_path, monkeypatch):
     assert loaded.config == {"data": "digits-lt", "seed": 2}
     with pytest.raises(ValueError, match="cannot load 'hf-hub:org/missing'"):
         load_model("hf-hub:org/missing")
+
+
+# --------------------------------------------------------------------------------------------
+# same weights, same numbers, by every route (issue 14 item 5)
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _top1_and_per_class(out) -> tuple[float, list[float]]:
+    res = load_results(out / "results.json")
+    return res["metrics"]["top1"], res["per_class"]["accuracy"]
+
+
+@pytest.mark.parametrize("variant", ["resnet32_bcl.digits_lt", "resnet32_kcl.digits_lt"])
+def test_every_route_to_the_bundled_weights_gives_the_recorded_numbers(variant, tmp_path):
+    recorded = json.loads((REPO / "hub" / "results" / f"{variant}.json").read_text())
+    weights = kcl_models.models.WEIGHTS_DIR / variant / "model.safetensors"
+    routes = {
+        "registered": ["--model", variant, "--pretrained"],
+        "local-dir": ["--model", f"local-dir:{REPO / 'hub' / 'models' / variant}"],
+        "checkpoint": ["--model", str(weights), "--arch", variant],
+    }
+    for route, argv in routes.items():
+        out = tmp_path / route
+        rc = main(argv + ["--data", "digits-lt", "--output", str(out), "--workers", "0", "--no-progress"])
+        assert rc == 0, route
+        top1, per_class = _top1_and_per_class(out)
+        assert (top1, per_class) == (recorded["metrics"]["top1"], recorded["per_class"]["accuracy"]), route
+    res = load_results(tmp_path / "registered" / "results.json")
+    assert res["model"]["weights_sha256"] == recorded["model"]["weights_sha256"]
+    assert res["config"]["data_kwargs"] == {"img_size": 16}  # the bundled folder's training config
+
+
+def test_eval_preprocessing_follows_the_model_cfg_and_the_training_config():
+    from kcl_models.eval.cli import eval_preprocessing
+    model = timm.create_model("resnet32_bcl.digits_lt")
+    extra: dict = {}
+    cfg = eval_preprocessing(model, {}, "digits-lt", extra)
+    assert cfg["input_size"] == (3, 16, 16) and cfg["interpolation"] == "nearest" and extra == {"img_size": 16}
+    extra = {}
+    cfg = eval_preprocessing(model, {"input_size": 24}, "digits-lt", extra)
+    assert cfg["input_size"] == (3, 24, 24) and extra == {"img_size": 24}
+    extra = {"img_size": 8}
+    eval_preprocessing(model, {}, "digits-lt", extra)
+    assert extra == {"img_size": 8}  # the training config's digits size wins
+    extra = {}
+    eval_preprocessing(model, {}, "imagefolder:x", extra)
+    assert extra == {}
+
+
+# --------------------------------------------------------------------------------------------
+# weights are never silently wrong (issue 13 item 8)
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def folder(run_dir, tmp_path):
+    import shutil
+    out = tmp_path / "model"
+    shutil.copytree(run_dir / "train" / "model", out)
+    return out
+
+
+def _eval_err(capsys, folder, tmp_path) -> str:
+    return _err(capsys, ["--model", f"local-dir:{folder}", "--data", "digits-lt", "--output", str(tmp_path / "o"),
+                         "--workers", "0", "--no-progress"])
+
+
+def test_folder_whose_num_classes_disagrees_with_the_weights_fails(folder, tmp_path, capsys):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["num_classes"] = 20
+    (folder / "config.json").write_text(json.dumps(cfg))
+    err = _eval_err(capsys, folder, tmp_path)
+    assert f"{folder / 'config.json'}: num_classes is 20" in err and "has 10 classes" in err
+    assert '"num_classes": 10' in err and err.count("\n") == 1
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_malformed_config_json_is_named(folder, tmp_path, capsys):
+    (folder / "config.json").write_text('{"architecture": "resnet32_kcl", "num_classes": 10')
+    err = _eval_err(capsys, folder, tmp_path)
+    assert f"{folder / 'config.json'}: not valid JSON (line 1" in err
+
+
+def test_truncated_weights_are_named(folder, tmp_path, capsys):
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:-1000])
+    err = _eval_err(capsys, folder, tmp_path)
+    assert f"{folder / 'model.safetensors'}: not a readable safetensors file" in err
+
+
+def test_non_finite_weights_are_refused_by_every_route(folder, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(folder / "model.safetensors"))
+    state["layer3.4.bn2.running_var"][0] = float("inf")
+    save_file(state, str(folder / "model.safetensors"))
+    err = _eval_err(capsys, folder, tmp_path)
+    assert "tensor 'layer3.4.bn2.running_var' holds 1 non-finite value(s)" in err
+    err = _err(capsys, ["--model", str(folder / "model.safetensors"), "--arch", "resnet32_kcl.digits_lt",
+                        "--data", "digits-lt", "--output", str(tmp_path / "o")])
+    assert "checkpoint" in err and "tensor 'layer3.4.bn2.running_var'" in err
+
+
+def test_missing_hub_repo_fails_fast_without_network(monkeypatch, tmp_path):
+    import socket
+
+    import huggingface_hub
+    import huggingface_hub.constants as hf_constants
+
+    from kcl_models.eval.cli import load_model
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    for target, name in ((socket.socket, "connect"), (socket, "getaddrinfo"), (socket, "create_connection")):
+        monkeypatch.setattr(target, name, refuse)
+    downloads = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: downloads.append(a) or 1 / 0)
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", lambda *a, **k: downloads.append(a) or 1 / 0)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(kcl_models.PretrainedWeightsUnavailable, match="org/missing.*unreachable"):
+        load_model("hf-hub:org/missing")
+    assert downloads == []
+
+
+# --------------------------------------------------------------------------------------------
+# flags as users expect them (issue 14 item 10, eval half)
+# --------------------------------------------------------------------------------------------
+
+def test_flags_take_dashes_or_underscores():
+    from kcl_models.eval.cli import build_parser
+    for flag in ("--output", "--output-dir", "--output_dir"):
+        args = build_parser().parse_args(["--model", "m", flag, "o", "--data_root=r", "--batch_size", "8",
+                                          "--probe-epochs", "2", "--skip_classifier"])
+        assert (args.output, args.data_root, args.batch_size, args.probe_epochs, args.skip_classifier) == \
+            ("o", "r", 8, 2, True)
+
+
+@pytest.mark.parametrize("flag,suggested", [("--outpt", "--output"), ("--probe-epoch", "--probe-epochs"),
+                                            ("--out", "--output"), ("--batch", "--batch-size"),
+                                            ("--data_rot", "--data-root")])
+def test_unknown_or_abbreviated_flag_says_did_you_mean(flag, suggested, capsys):
+    from kcl_models.eval.cli import build_parser
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--model", "m", "--output", "o", flag, "3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized argument {flag}; did you mean {suggested}" in err

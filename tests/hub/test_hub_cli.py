@@ -66,7 +66,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     (folder / "model.safetensors").write_bytes(truncated.read_bytes())
     err = _error(capsys, ["save", "--model", f"local-dir:{folder}", "--results", str(results), "--out",
                           str(tmp_path / "e")])
-    assert f"local-dir:{folder}: cannot load the model" in err and "truncated" in err
+    assert f"{folder / 'model.safetensors'}: not a readable" in err and "truncated" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
 
 

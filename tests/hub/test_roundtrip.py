@@ -48,13 +48,15 @@ for i, snippet in enumerate({snippets!r}):  # the card's usage, as written
     scope = {{}}
     exec(snippet, scope)
     out["snippet%d" % i] = sorted(k for k in ("probs", "maps", "embedding", "model") if k in scope)
+# the registered name's Hub route (file=None: skip the weights bundled in the package), as a published tag uses it
+hub_route = dict(pretrained_cfg_overlay=dict(file=None))
 for spec in ("resnet32_bcl.digits_lt", "hf-hub:kcl-models/resnet32_bcl.digits_lt", "local-dir:{folder}"):
-    model = timm.create_model(spec, pretrained=True).eval()
+    model = timm.create_model(spec, pretrained=True, **(hub_route if ":" not in spec else {{}})).eval()
     with torch.no_grad():
         out[spec] = dict(equal=bool(torch.equal(model(ref["x"]), ref["y"])), num_classes=model.num_classes,
                          cls=type(model.get_classifier()).__name__)
 try:
-    timm.create_model("resnet32_kcl.digits_lt", pretrained=True)  # not in the cache
+    timm.create_model("resnet32_kcl.digits_lt", pretrained=True, **hub_route)  # not in the cache
     out["missing"] = "no error"
 except kcl_models.PretrainedWeightsUnavailable as err:
     out["missing"] = "PretrainedWeightsUnavailable: " + str(err).splitlines()[0]

@@ -20,12 +20,14 @@ PAPER_TOP1 = {
 
 
 def test_every_variant_is_registered_with_its_paper_number():
-    tagged = set(kcl_models.list_kcl_models(pretrained=True))
+    tagged = set(kcl_models.list_kcl_models(include_tags=True))
     assert set(PAPER_TOP1) <= tagged
+    assert not set(PAPER_TOP1) & set(kcl_models.list_kcl_models(pretrained=True))  # planned: no weights yet
     for name, top1 in PAPER_TOP1.items():
         cfg = timm.models.get_pretrained_cfg(name)
         assert f"paper top-1 {top1}" in cfg.notes, name
-        assert cfg.hf_hub_id == f"kcl-models/{name}"  # the existing convention (planned-tag errors key on it)
+        assert kcl_models.models.zoo_entry(name).status == "planned"
+        assert kcl_models.models.zoo_entry(name).repo == f"kcl-models/{name}"
         method = name.split(".")[0].rsplit("_", 1)[1]
         assert cfg.paper_ids == {"paco": "arxiv:2107.12028", "gpaco": "arxiv:2209.12400",
                                  "proco": "arxiv:2403.06726"}[method], name
