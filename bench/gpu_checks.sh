@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU checks for a lent machine (see BENCHMARKS.md). Writes its figures under $OUT.
-# Sections: `bash bench/gpu_checks.sh [all|train|losses|eval]`; `losses` alone fits one
-# 10-minute device call (about 8 minutes on the H200).
+# Sections: `bash bench/gpu_checks.sh [all|train|losses|eval|recipe]`; `losses` alone fits one
+# 10-minute device call (about 8 minutes on the H200); `recipe` (issue "The GPU is never starved")
+# is sized for one call of under 8 minutes.
 set -u
 SECTION=${1:-all}
 OUT=${OUT:-outputs/gpu}; mkdir -p "$OUT"
@@ -32,6 +33,17 @@ if want train; then
 # 3. ResNet-50 BCL training step vs a timm-style CE step (bf16, channels_last), eager then compiled
 timeout 80 $PY bench/trainer.py --gpu --steps 20 --warmup 5 2>&1 | tee "$OUT/trainer_gpu.md"
 timeout 130 $PY bench/trainer.py --gpu --compile --steps 20 --warmup 5 2>&1 | tee -a "$OUT/trainer_gpu.md"
+fi
+if want recipe; then
+# 5. recipe time on synthetic CIFAR-100-LT-shaped data: PIL workers vs GPU-resident tensors,
+# eager and compiled, bf16 + channels_last where the recipe sets them; then the trainer for 2 real
+# epochs with the GPU path
+timeout 170 $PY bench/recipe.py --recipe configs/cifar100_lt_bcl.yaml --epochs 2 --compile --json "$OUT/recipe_bcl.json" 2>&1 | tee "$OUT/recipe_gpu.md"
+timeout 150 $PY bench/recipe.py --recipe configs/cifar100_lt_kcl.yaml --epochs 2 --compile --json "$OUT/recipe_kcl.json" 2>&1 | tee -a "$OUT/recipe_gpu.md"
+timeout 120 $PY train.py --config configs/cifar100_lt_bcl.yaml --data synthetic --train_split null --test_split null \
+    --data_kwargs "{img_size: 32, n_max: 500, test_per_class: 10}" --data_pipeline tensor --epochs 2 --warmup_epochs 0 \
+    --eval_every 2 --log_with none --output_dir /tmp/recipe_train 2>&1 | grep -a "^\[stage\|stage 1\|error\|done" | tee -a "$OUT/recipe_gpu.md"
+$PY -c "import json; t=json.load(open('/tmp/recipe_train/train_metrics.json'))['timing']; print('trainer tensor path, 2 epochs:', round(t['images']/t['seconds']), 'views/s')" 2>&1 | tee -a "$OUT/recipe_gpu.md"
 fi
 if want eval; then
 # 4. evaluation throughput

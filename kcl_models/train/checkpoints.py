@@ -31,7 +31,8 @@ MARKER = "COMPLETE.json"
 
 # may differ between the checkpoint and the resumed run
 RUN_CONTROL = frozenset({"resume", "resume_apply", "overwrite", "output_dir", "log_with", "log_every", "eval_every",
-                         "checkpoint_every", "keep_checkpoints", "max_steps", "workers", "debug_checks", "extra"})
+                         "checkpoint_every", "keep_checkpoints", "max_steps", "workers", "debug_checks", "extra",
+                         "compile_model", "compile_losses", "data_pipeline"})
 # applied on resume with --resume_apply (e.g. after a non-finite loss)
 APPLICABLE = frozenset({"lr", "min_lr", "clip_grad", "crt_lr", "mixed_precision"})
 

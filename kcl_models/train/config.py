@@ -65,6 +65,7 @@ class TrainConfig:
     mixed_precision: str = _opt("no", "no | bf16 | fp16")
     channels_last: bool = _opt(False, "channels-last memory format")
     compile_losses: str = _opt("no", "no | a torch.compile backend (inductor fuses each loss on GPU)")
+    compile_model: str = _opt("no", "no | a torch.compile backend for the training module (nn.Module.compile)")
     seed: int = _opt(0, "seed of the data split, initialisation and augmentation")
 
     # stage 2 (cRT) for methods that ask for it: frozen backbone, class-balanced linear classifier
@@ -111,12 +112,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config '{name}' must be > 0, got {getattr(self, name)}")
-        if self.compile_losses != "no":
-            import torch  # only here: the config stays cheap to import
+        for key in ("compile_losses", "compile_model"):
+            value = getattr(self, key)
+            if value != "no":
+                import torch  # only here: the config stays cheap to import
 
-            if self.compile_losses not in torch.compiler.list_backends(exclude_tags=()):
-                raise ValueError(f"config 'compile_losses' must be 'no' or a torch.compile backend "
-                                 f"(e.g. {torch.compiler.list_backends()}), got {self.compile_losses!r}")
+                if value not in torch.compiler.list_backends(exclude_tags=()):
+                    raise ValueError(f"config '{key}' must be 'no' or a torch.compile backend "
+                                     f"(e.g. {torch.compiler.list_backends()}), got {value!r}")
         if self.data_pipeline not in ("pil", "tensor"):
             raise ValueError(f"config 'data_pipeline' must be pil or tensor, got {self.data_pipeline!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

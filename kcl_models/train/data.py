@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kcl_models.data import (
+    TensorImageDataset,
     TensorLoader,
     build_batched_train_view,
     build_dataset,
@@ -109,7 +110,7 @@ class RunData:
 
     @property
     def tensor(self) -> bool:
-        return isinstance(self.train, torch.utils.data.Dataset) and not isinstance(self.train, EpochSeededDataset)
+        return isinstance(self.train, TensorImageDataset)
 
     def skipped(self) -> dict[str, int]:
         base = self.train.dataset if isinstance(self.train, EpochSeededDataset) else self.train

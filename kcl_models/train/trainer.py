@@ -166,6 +166,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         backbone = backbone.to(memory_format=torch.channels_last)
     crt_head = copy.deepcopy(backbone.get_classifier()) if method.crt else None  # same type as the arch's
     model = method.build(backbone)
+    if cfg.compile_model != "no":  # in place: parameter names, state_dict and export stay the same
+        model.compile(backend=cfg.compile_model)
 
     # ---- optimisation ------------------------------------------------------------------------
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
