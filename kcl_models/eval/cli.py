@@ -348,7 +348,8 @@ def _evaluate(args: argparse.Namespace, accelerator: Any) -> str | None:
     results = build_results(
         main_metrics, model_name=loaded.name, architecture=loaded.architecture, source=loaded.source,
         num_classes=model.num_classes if loaded.has_classifier else num_classes, data_name=args.data,
-        split=split_name, num_samples=num_samples, train_class_counts=counts, class_names=test_ds.classes,
+        split=split_name, num_samples=num_samples, num_skipped=int(getattr(test_ds, "num_skipped", 0)),
+        train_class_counts=counts, class_names=test_ds.classes,
         protocol=protocol, many=many, few=few, relative=relative, probes=probes or None, config=config,
         weights_path=loaded.weights_path, sigma=sigma)
     out = Path(args.output)

@@ -110,6 +110,7 @@ def probe_entry(metrics: Mapping) -> dict:
 
 
 def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: str, num_samples: int,
+                  num_skipped: int = 0,
                   train_class_counts: Sequence[int], architecture: str | None = None,
                   source: str | None = None, num_classes: int | None = None,
                   class_names: Sequence[str] | None = None, protocol: str = "classifier",
@@ -123,7 +124,8 @@ def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: s
         metrics: ``compute_metrics(...)`` (or ``linear_probe``/``knn_classify``) output of the main
             ``protocol``.
         model_name: what was evaluated (the ``--model`` spec, a timm name, a Hub id).
-        data_name, split, num_samples: the evaluation data (``num_samples`` = test samples scored).
+        data_name, split, num_samples: the evaluation data (``num_samples`` = test samples scored;
+            ``num_skipped`` = unreadable test images left out under the skip policy).
         train_class_counts: training images per class (the shot groups' source).
         architecture: timm architecture (default ``model_name``); ``source``: where the weights
             came from (default ``model_name``); ``num_classes``: model classes (default: data's).
@@ -161,7 +163,7 @@ def build_results(metrics: Mapping, *, model_name: str, data_name: str, split: s
                   "num_classes": int(num_classes if num_classes is not None else n_cls),
                   "weights_sha256": weights_sha256},
         "data": {"name": str(data_name), "split": str(split), "num_samples": int(num_samples),
-                 "num_classes": n_cls, "class_names": [str(c) for c in class_names],
+                 "num_skipped": int(num_skipped), "num_classes": n_cls, "class_names": [str(c) for c in class_names],
                  "train_class_counts": counts},
         "protocol": protocol,
         "shot_thresholds": {"many": int(many), "few": int(few), "relative": bool(relative)},

@@ -329,3 +329,20 @@ def test_unknown_or_abbreviated_flag_says_did_you_mean(flag, suggested, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"unrecognized argument {flag}; did you mean {suggested}" in err
+
+
+def test_skipped_test_images_are_counted_in_the_results(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), color=(40 * i, 0, 0)).save(root / f"{i}.png")
+    (root / "bad.png").write_bytes(b"not an image")
+    (tmp_path / "train.txt").write_text("0.png 0\n1.png 1\n")
+    (tmp_path / "test.txt").write_text("2.png 0\n3.png 1\nbad.png 1\n")
+    out = tmp_path / "o"
+    rc = main(["--model", "resnet32_kcl", "--num-classes", "2", "--data", "split-file", "--data-root", str(root),
+               "--train-split", str(tmp_path / "train.txt"), "--test-split", str(tmp_path / "test.txt"),
+               "--on-error", "skip", "--workers", "0", "--output", str(out), "--no-progress"])
+    assert rc == 0
+    data = load_results(out / "results.json")["data"]
+    assert data["num_samples"] == 2 and data["num_skipped"] == 1
