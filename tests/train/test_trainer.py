@@ -139,3 +139,24 @@ def test_bad_configs_give_clear_errors(tmp_path):
         train(_cfg("ce", tmp_path, output_dir=str(tmp_path / "old")))
     with pytest.raises(ValueError, match="unknown model"):
         train(_cfg("ce", tmp_path, model="resnet33_nope"))
+
+
+def test_best_is_chosen_on_the_validation_split(tmp_path, capsys):
+    cfg = _cfg("ce", tmp_path, epochs=3, batch_size=32, eval_every=1, val_split="heldout")
+    train(cfg)
+    out = Path(cfg.output_dir)
+    said = capsys.readouterr().out
+    val = [float(line.split("val top1 ")[1].split()[0]) for line in said.splitlines() if "val top1" in line]
+    assert len(val) == 3 and (out / "best" / "model.safetensors").is_file()
+    # best/ holds the epoch with the highest validation top-1: evaluate it on the val split again
+    from kcl_models.data import build_dataset
+    from kcl_models.data.transforms import build_eval_transform
+    best = timm.create_model(f"local-dir:{out / 'best'}", pretrained=True).eval()
+    tf = build_eval_transform(dict(input_size=(3, 8, 8), mean=best.pretrained_cfg["mean"],
+                                   std=best.pretrained_cfg["std"], crop_pct=1.0, interpolation="nearest"))
+    ds = build_dataset("digits-lt", "val", transform=tf, img_size=8)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor(ds.targets)
+    with torch.no_grad():
+        top1 = (best(x).argmax(1) == y).float().mean().item() * 100
+    assert top1 == pytest.approx(max(val), abs=0.01)
