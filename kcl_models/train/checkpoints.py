@@ -23,11 +23,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kcl_models.utils.io import atomic_write_text, finish_tree, fsync_dir
 
 CHECKPOINT = re.compile(r"^checkpoint_(\d+)$")
 STAGING = re.compile(r"^\.tmp-checkpoint_(\d+)$")
 MARKER = "COMPLETE.json"
+RESULTS = ("model", "best", "train_metrics.json")  # an earlier run's outputs (config.yaml alone: a run cut short)
 
 # may differ between the checkpoint and the resumed run
 RUN_CONTROL = frozenset({"resume", "resume_apply", "overwrite", "output_dir", "log_with", "log_every", "eval_every",
@@ -128,3 +131,55 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict
 
 def describe(changes: dict) -> str:
     return ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changes.items())
+
+
+def resume_path(cfg: Any, ckpts: Checkpoints, out: Path, log) -> Path | None:
+    """The checkpoint to resume from, None for a fresh run; refuses to replace an earlier run's outputs."""
+    earlier = [n for n in RESULTS if (out / n).exists()]
+    if cfg.resume == "auto":
+        path = ckpts.latest(log)
+        if path is not None:
+            return path
+        if earlier and not cfg.overwrite:
+            raise ValueError(f"--resume auto: '{out}' has no complete checkpoint but holds an earlier run's "
+                             f"{', '.join(earlier)}; pass --overwrite true to start again there, or choose "
+                             f"another output_dir")
+        log(f"resume auto: no complete checkpoint in {ckpts.root}; starting from scratch")
+    elif cfg.resume:
+        path = Path(cfg.resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
+        reason = why_incomplete(path)
+        if reason is not None:
+            raise ValueError(f"cannot resume from {path}: {reason}; use --resume auto for the newest complete one")
+        return path
+    elif ckpts.any() or earlier:
+        if not cfg.overwrite:
+            what = "checkpoints" if ckpts.any() else ", ".join(earlier)
+            raise ValueError(f"output_dir '{out}' already holds {what} of an earlier run: pass --resume auto to "
+                             f"continue it, --overwrite true to replace it, or choose another output_dir")
+    if cfg.overwrite and (ckpts.any() or earlier):
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            for name in (*RESULTS, "checkpoints", "config.yaml", "debug_checks.json"):
+                target = out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        PartialState().wait_for_everyone()
+    return None
+
+
+def check_resume_config(cfg: Any, path: Path) -> dict:
+    """The changes to apply on resume; refuses those that would make it another run (see .checkpoints)."""
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        raise ValueError(f"cannot resume from {path}: it has no config.yaml to compare with")
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    applicable, refused = resume_changes(saved, cfg.to_dict())
+    if refused:
+        raise ValueError(f"cannot resume {path} with a different config: {describe(refused)}; "
+                         f"these define the run: drop the overrides, or start a new run in another output_dir")
+    if applicable and not cfg.resume_apply:
+        raise ValueError(f"resuming {path} with changed {describe(applicable)}: pass --resume_apply true to "
+                         f"train on with the new value(s), or drop the override(s)")
+    return applicable

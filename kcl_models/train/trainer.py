@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from typing import Any
 
 import timm
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from timm.optim import create_optimizer_v2
@@ -36,7 +34,7 @@ from kcl_models.models import PretrainedWeightsUnavailable
 from kcl_models.utils.io import atomic_write_text, save_timm_folder
 from kcl_models.utils.tensors import NonFiniteWeightsError, first_nonfinite
 
-from .checkpoints import Checkpoints, describe, resume_changes, why_incomplete
+from .checkpoints import Checkpoints, check_resume_config, describe, resume_path
 from .config import TrainConfig
 from .data import (
     begin_epoch,
@@ -55,7 +53,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
-RESULTS = ("model", "best", "train_metrics.json")  # an earlier run's outputs (config.yaml alone: a run cut short)
 
 
 @dataclass
@@ -209,10 +206,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- resume ------------------------------------------------------------------------------
     ckpts = Checkpoints(out, cfg.keep_checkpoints, accelerator)
-    path = _resume_path(cfg, ckpts, out, log)
+    path = resume_path(cfg, ckpts, out, log)
     accelerator.wait_for_everyone()  # every rank has looked at output_dir before any writes to it
     if path is not None:
-        applied = _check_resume_config(cfg, path)
+        applied = check_resume_config(cfg, path)
         accelerator.load_state(str(path))
         state.last_checkpoint = str(path)
         if applied:  # new lr / min_lr: the optimizers restart their schedules from the new values
@@ -297,58 +294,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             f"checkpoints: {ckpts.root}")
     accelerator.end_training()
     return metrics
-
-
-def _resume_path(cfg: TrainConfig, ckpts: Checkpoints, out: Path, log) -> Path | None:
-    """The checkpoint to resume from, None for a fresh run; refuses to replace an earlier run's outputs."""
-    earlier = [n for n in RESULTS if (out / n).exists()]
-    if cfg.resume == "auto":
-        path = ckpts.latest(log)
-        if path is not None:
-            return path
-        if earlier and not cfg.overwrite:
-            raise ValueError(f"--resume auto: '{out}' has no complete checkpoint but holds an earlier run's "
-                             f"{', '.join(earlier)}; pass --overwrite true to start again there, or choose "
-                             f"another output_dir")
-        log(f"resume auto: no complete checkpoint in {ckpts.root}; starting from scratch")
-    elif cfg.resume:
-        path = Path(cfg.resume)
-        if not path.is_dir():
-            raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
-        reason = why_incomplete(path)
-        if reason is not None:
-            raise ValueError(f"cannot resume from {path}: {reason}; use --resume auto for the newest complete one")
-        return path
-    elif ckpts.any() or earlier:
-        if not cfg.overwrite:
-            what = "checkpoints" if ckpts.any() else ", ".join(earlier)
-            raise ValueError(f"output_dir '{out}' already holds {what} of an earlier run: pass --resume auto to "
-                             f"continue it, --overwrite true to replace it, or choose another output_dir")
-    if cfg.overwrite and (ckpts.any() or earlier):
-        from accelerate import PartialState
-
-        if PartialState().is_main_process:
-            for name in (*RESULTS, "checkpoints", "config.yaml", "debug_checks.json"):
-                target = out / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        PartialState().wait_for_everyone()
-    return None
-
-
-def _check_resume_config(cfg: TrainConfig, path: Path) -> dict:
-    """The changes to apply on resume; refuses those that would make it another run (see .checkpoints)."""
-    saved_file = path / "config.yaml"
-    if not saved_file.is_file():
-        raise ValueError(f"cannot resume from {path}: it has no config.yaml to compare with")
-    saved = yaml.safe_load(saved_file.read_text()) or {}
-    applicable, refused = resume_changes(saved, cfg.to_dict())
-    if refused:
-        raise ValueError(f"cannot resume {path} with a different config: {describe(refused)}; "
-                         f"these define the run: drop the overrides, or start a new run in another output_dir")
-    if applicable and not cfg.resume_apply:
-        raise ValueError(f"resuming {path} with changed {describe(applicable)}: pass --resume_apply true to "
-                         f"train on with the new value(s), or drop the override(s)")
-    return applicable
 
 
 class _Loop:
