@@ -2,12 +2,13 @@
 from . import cifar_resnet, paco_proco, resnet  # noqa: F401  (registration side effect)
 from ._builder import HUB_ORG, STANDARD_ARCHITECTURES, PretrainedWeightsUnavailable, hub_id
 from .cifar_resnet import CifarResNet
-from .heads import CosineClassifier, ProjectionMLP, create_classifier_layer
+from .heads import CosineClassifier, PlainProjectionMLP, ProjectionMLP, create_classifier_layer
 from .resnet import CosineResNet
 
 __all__ = [
     "HUB_ORG", "STANDARD_ARCHITECTURES", "PretrainedWeightsUnavailable", "hub_id", "CifarResNet",
-    "CosineResNet", "CosineClassifier", "ProjectionMLP", "create_classifier_layer", "list_kcl_models",
+    "CosineResNet", "CosineClassifier", "PlainProjectionMLP", "ProjectionMLP", "create_classifier_layer",
+    "list_kcl_models",
 ]
 
 
