@@ -56,7 +56,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         rows = json.loads(args.from_json.read_text())
-        args.methods = [m for m in ("ce", "la", "supcon", "kcl", "bcl") if any(r["method"] == m for r in rows)]
+        order = ("ce", "la", "supcon", "kcl", "bcl", "paco", "gpaco", "proco")
+        args.methods = [m for m in order if any(r["method"] == m for r in rows)]
         args.seeds = sorted({r["seed"] for r in rows})
     else:
         jobs = [(m, s) for m in args.methods for s in args.seeds]

@@ -8,6 +8,8 @@ backbone with loss-side heads; this keeps ``kcl_models.models`` depending on tim
   prototypes = an MLP of the classifier weights, so the contrastive loss also trains the classifier.
 - ``ProjectedEncoder``: backbone (no classifier) + projection, L2-normalised output; SupCon's
   encoder and KCL's query / key encoders (MoCo).
+- ``ProjectedClassifier``: backbone with its classifier + a projection head: ``(logits, z)``;
+  PaCo's and GPaCo's encoders (the classifier rows are the class centres) and ProCo's model.
 """
 from __future__ import annotations
 
@@ -76,6 +78,26 @@ class ProjectedEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(pooled_features(self.backbone, x)), dim=1)
+
+
+class ProjectedClassifier(nn.Module):
+    """Backbone with its classifier + a projection head on the same pooled feature.
+
+    Shape:
+        - input: ``[N, 3, H, W]``
+        - output: ``logits [N, C]`` (the backbone's classifier), ``z [N, feat_dim]`` (unit norm)
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        if not backbone.num_classes:
+            raise ValueError("this method trains the backbone's classifier: build it with num_classes > 0")
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = pooled_features(self.backbone, x)                        # [N, D]
+        return self.backbone.get_classifier()(h), F.normalize(self.head(h), dim=1)   # [N, C], [N, F]
 
 
 class LinearOnFrozen(nn.Module):

@@ -19,7 +19,7 @@ from ._zoo import (
     zoo_entry,
 )
 from .cifar_resnet import CifarResNet
-from .heads import CosineClassifier, ProjectionMLP, create_classifier_layer
+from .heads import CosineClassifier, PlainProjectionMLP, ProjectionMLP, create_classifier_layer
 from .resnet import CosineResNet
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "Recipe", "ZooEntry", "ensure_hub_weights", "hub_id", "zoo_entry", "check_finite", "check_model_folder",
     "check_weights_file",
     "read_folder_config", "pretrained_filter_fn", "CifarResNet", "CosineResNet", "CosineClassifier",
-    "ProjectionMLP", "create_classifier_layer", "list_kcl_models",
+    "PlainProjectionMLP", "ProjectionMLP", "create_classifier_layer", "list_kcl_models",
 ]
 
 

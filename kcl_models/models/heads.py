@@ -4,7 +4,9 @@
   stored ``[num_classes, in_features]`` like ``nn.Linear`` so timm's ``num_classes`` filter and
   ``reset_classifier`` treat it as a normal classifier.
 - ``ProjectionMLP``: ``Linear(d, h) -> BN -> ReLU -> Linear(h, out)``, BCL's contrastive head and
-  prototype head (both L2-normalised by the caller).
+  prototype head (both L2-normalised by the caller), also PaCo's and ProCo's projection.
+- ``PlainProjectionMLP``: ``Linear(d, h) -> ReLU -> Linear(h, h) -> ReLU -> Linear(h, out)``
+  without BN, GPaCo's projection.
 """
 from __future__ import annotations
 
@@ -71,6 +73,31 @@ class ProjectionMLP(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(in_features, hidden_features),
             nn.BatchNorm1d(hidden_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_features, out_features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PlainProjectionMLP(nn.Module):
+    """``Linear(in, hidden) -> ReLU -> Linear(hidden, hidden) -> ReLU -> Linear(hidden, out)``, no BN.
+
+    GPaCo's projection (Cui et al., TPAMI 2023; 2048-2048-2048-128 on ResNet-50). Output is not
+    normalised; callers normalise.
+
+    Shape:
+        - input: ``[N, in_features]``
+        - output: ``[N, out_features]``
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden_features),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_features, hidden_features),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_features, out_features),
         )

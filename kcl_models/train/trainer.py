@@ -346,8 +346,11 @@ class _Loop:
                          step=state.global_step)
         m = results["test"]
         val = f" | val top1 {results['val']['top1']:.2f}" if "val" in results else ""
-        self.acc.print(f"[{tag}] top1 {m['top1']:.2f} | many {m['many']:.2f} | medium {m['medium']:.2f} "
-                       f"| few {m['few']:.2f} | beta {m['balancedness']:.4f}{val}")
+        def fmt(key: str, digits: int = 2) -> str:  # a shot group without classes has no accuracy
+            return "-" if m.get(key) is None else f"{m[key]:.{digits}f}"
+
+        self.acc.print(f"[{tag}] top1 {fmt('top1')} | many {fmt('many')} | medium {fmt('medium')} "
+                       f"| few {fmt('few')} | beta {fmt('balancedness', 4)}{val}")
         if "val" in results and results["val"]["top1"] > state.best_top1:  # never chosen on the test split
             state.best_top1 = results["val"]["top1"]
             if self.acc.is_main_process:

@@ -15,7 +15,7 @@ from kcl_models.methods.modules import BCLModel
 from kcl_models.train.config import load_config
 from kcl_models.train.trainer import train
 
-BUILTIN = [m for m in available_methods() if m in ("ce", "la", "supcon", "kcl", "fcl", "bcl")]
+BUILTIN = [m for m in available_methods() if m in ("ce", "la", "supcon", "kcl", "fcl", "bcl", "paco", "gpaco", "proco")]
 
 
 @pytest.mark.parametrize("backbone", ["test_convnext", "test_vit"])
@@ -24,7 +24,7 @@ def test_one_step_on_timm_test_backbones(method, backbone, tmp_path):
     values = dict(method=method, model=backbone, data="digits-lt", data_kwargs={"img_size": 8}, batch_size=8,
                   epochs=1, max_steps=2, log_with=None, eval_every=0, randaug=None, hflip=0.0, lr=0.01,
                   output_dir=str(tmp_path))
-    if method in ("kcl", "fcl"):
+    if method in ("kcl", "fcl", "paco", "gpaco"):
         values["queue_size"] = 16
     train(load_config(None, values))
     saved = json.loads((tmp_path / "train_metrics.json").read_text())

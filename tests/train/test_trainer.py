@@ -22,13 +22,13 @@ FAST = dict(log_with=None, eval_every=0, warmup_epochs=0, workers=0, input_size=
 
 def _cfg(method: str, tmp_path: Path, **kw):
     values = dict(FAST, output_dir=str(tmp_path / method))
-    if method != "kcl":
-        kw.pop("queue_size", None)  # a KCL option: the other methods refuse it
+    if method not in ("kcl", "paco", "gpaco"):
+        kw.pop("queue_size", None)  # a queue option: the other methods refuse it
     values.update(kw)
     return load_config(CONFIGS / f"digits_{method}.yaml", values)
 
 
-@pytest.mark.parametrize("method", ["ce", "la", "supcon", "kcl", "bcl"])
+@pytest.mark.parametrize("method", ["ce", "la", "supcon", "kcl", "bcl", "paco", "gpaco", "proco"])
 def test_loss_decreases_on_a_fixed_batch(method, tmp_path):
     # one batch repeated (overfit_batches=1, no sampler noise); lr kept small so SGD descends
     cfg = _cfg(method, tmp_path, overfit_batches=1, batch_size=32, epochs=24, crt_epochs=1, lr=0.05,
@@ -82,18 +82,21 @@ def test_accumulation_clipping_and_no_best_without_validation_split(tmp_path):
     assert metrics["top1"] >= 0
 
 
-def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", ["bcl", "paco", "proco"])
+def test_resume_mid_epoch_matches_uninterrupted_run(method, tmp_path):
     common = dict(epochs=2, batch_size=32, checkpoint_every=2, keep_checkpoints=5, lr=0.05, randaug=None)
-    full = _cfg("bcl", tmp_path / "full", **common)
+    if method == "paco":
+        common["queue_size"] = 64   # the momentum encoder and queue are restored with the checkpoint
+    full = _cfg(method, tmp_path / "full", **common)
     train(full)
     # "killed" after step 3 of epoch 0: only the step-2 checkpoint survives
-    part = _cfg("bcl", tmp_path / "part", max_steps=3, **common)
+    part = _cfg(method, tmp_path / "part", max_steps=3, **common)
     train(part)
     ckpts = sorted((Path(part.output_dir) / "checkpoints").iterdir())
     assert [p.name for p in ckpts] == ["checkpoint_0"]
     from accelerate.state import AcceleratorState, GradientState, PartialState
     AcceleratorState._reset_state(True), GradientState._reset_state(), PartialState._reset_state()
-    resumed = _cfg("bcl", tmp_path / "part", resume="auto", **common)
+    resumed = _cfg(method, tmp_path / "part", resume="auto", **common)  # ProCo: its vMF statistics too
     train(resumed)
     a = load_file(str(Path(full.output_dir) / "model" / "model.safetensors"))
     b = load_file(str(Path(resumed.output_dir) / "model" / "model.safetensors"))
