@@ -122,8 +122,9 @@ def as_timm_model(m: nn.Module, num_classes: int) -> nn.Module:
         merged = copy.deepcopy(m.backbone)
         merged.reset_classifier(num_classes)
         merged.get_classifier().load_state_dict(m.classifier.state_dict())
-        return merged.cpu().float()
-    return copy.deepcopy(m).cpu().float()
+        return merged.cpu().float().to(memory_format=torch.contiguous_format)
+    # channels_last weights are non-contiguous, which safetensors refuses
+    return copy.deepcopy(m).cpu().float().to(memory_format=torch.contiguous_format)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
