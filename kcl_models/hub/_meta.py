@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..models import STANDARD_ARCHITECTURES
+from ..models import METHOD_SUFFIXES, STANDARD_ARCHITECTURES, CosineClassifier, list_kcl_models
 
 WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.json", "README.md"
 RESULTS_FILE, PLOT_FILE = "results.json", "per_class.png"
@@ -24,8 +24,8 @@ TIMM_EXPORT = "timm"
 OWN_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, RESULTS_FILE, PLOT_FILE, TIMM_EXPORT)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
 
-# Bibliographic facts as printed on the papers (ICLR 2021 poster / OpenReview page; the BCL
-# paper's listing): authors, title, venue, year, identifiers.
+# Bibliographic facts as printed on the papers (ICLR 2021 poster / OpenReview page; the arXiv
+# listings of BCL, PaCo, GPaCo and ProCo): authors, title, venue, year, identifiers.
 PAPERS: dict[str, dict[str, Any]] = {
     "kcl": dict(
         short="KCL", title="Exploring Balanced Feature Spaces for Representation Learning",
@@ -50,6 +50,42 @@ PAPERS: dict[str, dict[str, Any]] = {
   eprint        = {2207.09052},
   archivePrefix = {arXiv}
 }"""),
+    "paco": dict(
+        short="PaCo", title="Parametric Contrastive Learning", venue="ICCV 2021",
+        url="https://arxiv.org/abs/2107.12028", arxiv="2107.12028",
+        code="https://github.com/dvlab-research/Parametric-Contrastive-Learning", code_license="mit",
+        bibtex="""@inproceedings{cui2021parametric,
+  title         = {Parametric Contrastive Learning},
+  author        = {Cui, Jiequan and Zhong, Zhisheng and Liu, Shu and Yu, Bei and Jia, Jiaya},
+  booktitle     = {IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year          = {2021},
+  eprint        = {2107.12028},
+  archivePrefix = {arXiv}
+}"""),
+    "gpaco": dict(
+        short="GPaCo", title="Generalized Parametric Contrastive Learning", venue="TPAMI 2023",
+        url="https://arxiv.org/abs/2209.12400", arxiv="2209.12400",
+        code="https://github.com/dvlab-research/Parametric-Contrastive-Learning", code_license="mit",
+        bibtex="""@article{cui2023generalized,
+  title         = {Generalized Parametric Contrastive Learning},
+  author        = {Cui, Jiequan and Zhong, Zhisheng and Tian, Zhuotao and Liu, Shu and Yu, Bei and Jia, Jiaya},
+  journal       = {IEEE Transactions on Pattern Analysis and Machine Intelligence},
+  year          = {2023},
+  eprint        = {2209.12400},
+  archivePrefix = {arXiv}
+}"""),
+    "proco": dict(
+        short="ProCo", title="Probabilistic Contrastive Learning for Long-Tailed Visual Recognition",
+        venue="TPAMI 2024", url="https://arxiv.org/abs/2403.06726", arxiv="2403.06726",
+        code="https://github.com/LeapLabTHU/ProCo", code_license="apache-2.0",
+        bibtex="""@article{du2024probabilistic,
+  title         = {Probabilistic Contrastive Learning for Long-Tailed Visual Recognition},
+  author        = {Du, Chaoqun and Wang, Yulin and Song, Shiji and Huang, Gao},
+  journal       = {IEEE Transactions on Pattern Analysis and Machine Intelligence},
+  year          = {2024},
+  eprint        = {2403.06726},
+  archivePrefix = {arXiv}
+}"""),
 }
 
 # method -> (paper key, display name, description)
@@ -71,6 +107,21 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "supcon": ("bcl", "SupCon", "**Supervised contrastive learning (SupCon)** baseline followed by a linear "
                "classifier."),
     "ce": ("kcl", "CE", "**Cross-entropy (CE)** baseline trained end to end."),
+    "paco": ("paco", "PaCo", "**Parametric contrastive learning (PaCo)**, Cui et al., ICCV 2021. The linear "
+             "classifier's rows are learnable class centres that sit in the same softmax as MoCo-style "
+             "supervised contrast (queries against momentum keys and a queue): one balanced-softmax loss over "
+             "centres and samples rebalances how strongly head and tail classes pull. Only the backbone and the "
+             "linear classifier are published; the projection MLP, momentum encoder and queue are training-time "
+             "only."),
+    "gpaco": ("gpaco", "GPaCo", "**Generalized parametric contrastive learning (GPaCo)**, Cui et al., TPAMI 2023. "
+              "PaCo without the momentum encoder: both augmented views are anchors, keys come from the same "
+              "encoder, and the class centres are the linear classifier's rows. Only the backbone and the linear "
+              "classifier are published."),
+    "proco": ("proco", "ProCo", "**Probabilistic contrastive learning (ProCo)**, Du et al., TPAMI 2024. Each "
+              "class's features are modelled by a von Mises-Fisher distribution estimated online, and the "
+              "contrastive loss is taken in closed form over infinitely many samples drawn from it, so tail "
+              "classes get a contrast term even when the batch holds none of them; it trains beside a "
+              "logit-adjusted classifier, which alone is used at test time and published with the backbone."),
     "la": ("bcl", "LA", "**Logit-adjusted cross-entropy (LA)** baseline (Menon et al.), raw logits at test time."),
     "unknown": ("", "an unrecorded method", "Converted from a checkpoint whose origin kcl-models cannot confirm: "
                 "how and by whom these weights were trained is not known (see Provenance)."),
@@ -95,6 +146,23 @@ def registered_cfg(variant: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - timm raises different errors for unknown names
         cfg = None
     return cfg.to_dict() if cfg is not None else {}
+
+
+def method_suffix(arch: str) -> str | None:
+    """``resnet50_proco`` -> ``'proco'``: the method a kcl-models architecture is named after."""
+    suffix = arch.split(".")[0].rsplit("_", 1)[-1]
+    return suffix if suffix in METHOD_SUFFIXES else None
+
+
+@functools.cache
+def has_cosine_head(arch: str) -> bool:
+    """The architecture's classifier is a cosine classifier (BCL's, ProCo's on ImageNet/iNat)."""
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch.split(".")[0], num_classes=2)
+    except Exception:  # noqa: BLE001 - an unregistered name has no cosine head
+        return False
+    return isinstance(model.get_classifier(), CosineClassifier)
 
 
 def reverse_standard(arch: str) -> str:
@@ -137,7 +205,7 @@ def variant_of(model: nn.Module, variant: str | None) -> tuple[str, str]:
         variant = f"{arch}.{cfg['tag']}" if cfg.get("tag") else arch
     if not timm.is_model(arch):
         raise ValueError(f"architecture {arch!r} is not registered with timm; kcl-models registers "
-                         f"{', '.join(sorted(timm.list_models('*_kcl') + timm.list_models('*_bcl')))}")
+                         f"{', '.join(list_kcl_models())}")
     return arch, variant
 
 
@@ -151,8 +219,9 @@ def method_of(arch: str, train_config: Mapping | None, source: Mapping | None = 
     if source.get("kind") == "converted":
         if not source.get("authors_release"):
             return "unknown"  # a checkpoint of unconfirmed origin: claim nothing
-        return "bcl" if source.get("layout") == "bcl" else "kcl"
-    return "bcl" if arch.endswith("_bcl") else "kcl"
+        layout = str(source.get("layout") or "")
+        return layout if layout in METHODS else "kcl"  # kcl-stage1 / kcl-stage2
+    return method_suffix(arch) or "kcl"
 
 
 def load_train_config(train_config: str | Path | Mapping | None) -> dict:

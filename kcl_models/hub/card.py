@@ -27,7 +27,9 @@ from ._meta import (
     TIMM_EXPORT,
     WEIGHTS_FILE,
     fmt,
+    has_cosine_head,
     is_number,
+    method_suffix,
     read_config,
     registered_cfg,
     reverse_standard,
@@ -147,7 +149,7 @@ def write_model_card(folder: str | Path, results: str | Path | Mapping | None = 
     source = prov.get("source") or {}
     method = prov.get("method") or "unknown"
     paper_key, method_name, method_text = METHODS.get(method, METHODS["unknown"])
-    arch_paper = "bcl" if arch.endswith("_bcl") else "kcl"
+    arch_paper = method_suffix(arch) or "kcl"
     papers = list(dict.fromkeys([paper_key or arch_paper, "kcl"]))  # KCL defines the balancedness metric
     tag = variant.split(".", 1)[1] if "." in variant else ""
     # the tag names the dataset only when the classifier fits it (an 8142-class head is no ImageNet-LT model)
@@ -214,7 +216,7 @@ def _usage(*, variant: str, arch: str, repo_id: str, config: Mapping, timm_arch:
         lines += [f"| everything below | `timm.create_model(\"hf-hub:{repo_id}\", pretrained=True)` | timm only: "
                   f"`config.json` names timm's `{timm_arch}` |"]
     else:
-        exact = "BCL's cosine classifier, the logits evaluated below" if arch.endswith("_bcl") else "the classifier"
+        exact = "the cosine classifier, the logits evaluated below" if has_cosine_head(arch) else "the classifier"
         lines += [f"| {exact} | `timm.create_model(\"hf-hub:{repo_id}\", pretrained=True)` | `pip install "
                   f"kcl-models`, `import kcl_models` first |"]
         if plain_repo:
@@ -265,8 +267,8 @@ def _details(*, arch: str, config: Mapping, prov: Mapping, papers: list[str], da
     pcfg = config.get("pretrained_cfg") or {}
     num_classes = int(config.get("num_classes", 0))
     cls_scale = (config.get("model_args") or {}).get("cls_scale")
-    head = ((f"BCL's cosine classifier (no bias, logits = {cls_scale if cls_scale is not None else 30} * cos)"
-             if arch.endswith("_bcl") else "linear classifier") if num_classes
+    head = ((f"cosine classifier (no bias, logits = {cls_scale if cls_scale is not None else 30} * cos)"
+             if has_cosine_head(arch) else "linear classifier") if num_classes
             else "none (backbone only, `num_classes=0`: pooled features)")
     if timm_arch and config["architecture"] == timm_arch:
         where = f"same modules and keys as timm's `{timm_arch}`; `config.json` names `{timm_arch}`"
@@ -447,7 +449,7 @@ def _write_export_card(folder: Path, *, variant: str, repo_id: str, timm_arch: s
                       f"backbone = timm.create_model(\"hf-hub:{plain}\", pretrained=True, num_classes=0)  "
                       f"# {_shape(shapes['pooled'])} embeddings",
                       f"maps = timm.create_model(\"hf-hub:{plain}\", pretrained=True, features_only=True)"])
-    lines += [f"For BCL's own classifier use the main branch with `import kcl_models`: "
+    lines += [f"For the cosine classifier itself use the main branch with `import kcl_models`: "
               f"`timm.create_model(\"hf-hub:{repo_id}\", pretrained=True)`.", ""]
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n" + "\n".join(lines + _citation(papers)))
     atomic_write_text(folder / CARD_FILE, card.content)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.report import file_sha256, load_results
+from ..models import list_kcl_models
 from ..models.convert import (
     LAYOUTS,
     CheckpointMismatchError,
@@ -53,11 +54,12 @@ def build_parser() -> FlagParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{convert,save,publish,zoo-table}")
 
     conv = sub.add_parser("convert", help="convert the authors' checkpoint into a Hub-ready timm folder",
-                          description="Convert a KCL/BCL checkpoint (strict: every missing, unexpected or "
-                                      "mis-shaped key is reported and nothing is written).")
+                          description="Convert a KCL, BCL, PaCo, GPaCo or ProCo checkpoint (strict: every missing, "
+                                      "unexpected or mis-shaped key is reported and nothing is written).")
     conv.add_argument("layout", choices=("auto",) + LAYOUTS,
                       help="checkpoint layout: kcl-stage1 (MoCo encoder_q, gives a backbone with num_classes=0), "
-                           "kcl-stage2 (linear classifier), bcl (encoder + cosine fc), or auto-detect")
+                           "kcl-stage2 (linear classifier), bcl (encoder + cosine fc), paco / gpaco (encoder_q + "
+                           "linear), proco (encoder + fc), or auto-detect")
     conv.add_argument("--arch", required=True, help="registered architecture, optionally arch.tag, e.g. "
                       "resnext50_32x4d_bcl or resnet50_kcl.inat2018")
     conv.add_argument("--checkpoint", required=True, help="the .pth/.pth.tar (or .safetensors) to convert")
@@ -126,7 +128,7 @@ def _model_for_save(spec: str, weights: str | None, results: Mapping) -> Any:
         raise ValueError(f"--weights is required with --model {spec} (or pass --model local-dir:<folder>)")
     if not timm.is_model(spec.split(".", 1)[0]):
         raise ValueError(f"unknown model '{spec}': not a registered timm name (kcl-models registers "
-                         f"{', '.join(sorted(timm.list_models(['*_kcl', '*_bcl'])))}); a folder needs local-dir:")
+                         f"{', '.join(list_kcl_models())}); a folder needs local-dir:")
     if "." in spec and spec not in timm.list_models(spec.split(".", 1)[0], pretrained=True):
         raise ValueError(f"unknown variant '{spec}'; registered: "
                          f"{', '.join(timm.list_models(spec.split('.', 1)[0], pretrained=True)) or 'none'}")

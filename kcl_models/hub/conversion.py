@@ -43,7 +43,8 @@ def convert_checkpoint(checkpoint: str | Path, arch: str, out_dir: str | Path, l
         checkpoint: ``.pth``/``.pth.tar`` (read with ``weights_only=True``) or ``.safetensors``.
         arch: registered architecture, optionally with a tag (``resnext50_32x4d_bcl.imagenet_lt``).
         out_dir: output folder (see ``save_for_hub``).
-        layout: ``'auto'``, ``'kcl-stage1'``, ``'kcl-stage2'`` or ``'bcl'``.
+        layout: ``'auto'`` or one of ``kcl_models.models.convert.LAYOUTS`` (``'kcl-stage1'``,
+            ``'kcl-stage2'``, ``'bcl'``, ``'paco'``, ``'gpaco'``, ``'proco'``).
         num_classes: expected classifier size; default what the checkpoint holds (0 for KCL stage 1).
         class_names: label names for ``config.json``.
         source_url: where the checkpoint was downloaded from (recorded in the card).
@@ -72,7 +73,7 @@ def convert_checkpoint(checkpoint: str | Path, arch: str, out_dir: str | Path, l
     model = build_converted_model(converted, arch, num_classes, what=f"checkpoint '{path.name}'")
     sha = file_sha256(path)
     release = authors_release_for(sha, manifest)
-    paper = PAPERS["bcl" if converted.layout == "bcl" else "kcl"]
+    paper = PAPERS[converted.layout if converted.layout in PAPERS else "kcl"]
     source = {
         "kind": "converted", "file": path.name, "sha256": sha, "url": source_url, "authors_release": release,
         "layout": converted.layout, "kept_keys": len(converted.state_dict), "dropped_keys": len(converted.dropped),

@@ -11,10 +11,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import timm
 import yaml
 
-from ..models import STANDARD_ARCHITECTURES
+from ..models import STANDARD_ARCHITECTURES, list_kcl_models
 from ..utils.tensors import check_finite
 from ._meta import CARD_FILE, CONFIG_FILE, PICKLE_SUFFIXES, TIMM_EXPORT, WEIGHTS_FILE, read_config, registered_cfg
 from .card import write_model_card
@@ -60,7 +59,7 @@ def _check_folder(folder: Path) -> list[str]:
 
 def _check_registry_repo(repo_id: str, config: Mapping) -> None:
     """A repo that a registered ``arch.tag`` points at must hold weights that variant can load."""
-    for variant in timm.list_models(["*_kcl", "*_bcl"], pretrained=True):
+    for variant in list_kcl_models(pretrained=True):
         cfg = registered_cfg(variant)
         if cfg.get("hf_hub_id") != repo_id:
             continue

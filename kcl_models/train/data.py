@@ -127,7 +127,7 @@ def build_run_data(cfg: TrainConfig, views: tuple[str, ...], global_batch: int, 
     name their split file and line), with the method's views on the training split."""
     pcfg = timm.models.get_pretrained_cfg(cfg.model)
     if pcfg is None:
-        raise ValueError(f"unknown model {cfg.model!r}; see timm.list_models('*_kcl') / ('*_bcl')")
+        raise ValueError(f"unknown model {cfg.model!r}; see kcl_models.list_kcl_models() or timm.list_models()")
     size = cfg.input_size or pcfg.input_size[-1]
     mean, std = pcfg.mean, pcfg.std
     kwargs = dict(root=cfg.data_root, imbalance_factor=cfg.imbalance_factor, seed=cfg.seed,
