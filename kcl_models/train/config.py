@@ -91,7 +91,8 @@ class TrainConfig:
     overwrite: bool = _opt(False, "replace an earlier run's results and checkpoints in output_dir")
     log_with: str | None = _opt("tensorboard", "Accelerate tracker (tensorboard) or none")
     log_every: int = _opt(10, "optimizer steps between log lines")
-    max_steps: int | None = _opt(None, "stop after this many optimizer steps (smoke tests)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (smoke tests: an epoch "
+                                      "it cuts short is not evaluated)")
     overfit_batches: int = _opt(0, ">0: train on the first N batches only (sanity check)")
     debug_checks: bool = _opt(False, "record cross-rank consistency checks (tests)")
     extra: dict[str, Any] = _opt({}, "free-form notes kept with the run")

@@ -383,7 +383,7 @@ class _Loop:
                 m.train()
             bar = tqdm(total=len(loader), initial=skip, disable=not acc.is_main_process, dynamic_ncols=True,
                        desc=f"stage {stage.index} ({stage.name}) epoch {epoch + 1}/{stage.epochs}")
-            tic, seen = time.perf_counter(), 0
+            tic, seen, cut_short = time.perf_counter(), 0, False
             for batch in epoch_loader:
                 if batch is None:  # every image of this batch was unreadable (skip policy)
                     state.batch_in_epoch += 1
@@ -403,6 +403,7 @@ class _Loop:
                 if acc.sync_gradients:
                     self._after_update(stage, out, seen / (time.perf_counter() - tic), bar)
                     if cfg.max_steps and state.global_step >= cfg.max_steps:
+                        cut_short = state.batch_in_epoch < len(loader)
                         break
             bar.close()
             if stage.index == 1:
@@ -414,7 +415,8 @@ class _Loop:
                 if not cfg.checkpoint_every:
                     self.save_checkpoint()
             last = epoch + 1 == stage.epochs
-            if stage.eval_model is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            due = last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+            if stage.eval_model is not None and due and not cut_short:  # a part-epoch is not evaluated
                 metrics = self.evaluate(stage.eval_model, f"stage {stage.index} epoch {epoch + 1}")
             if self.stopped:
                 break
