@@ -25,8 +25,9 @@ RUNS = {
     "kcl_crt": dict(method_cfg="kcl", epochs=1, crt_epochs=1, queue_size=64),
     "supcon_crt": dict(method_cfg="supcon", epochs=1, crt_epochs=1),
 }
+# recorded through the PIL path (the digits recipes' default then); the tensor path draws other views
 COMMON = dict(log_with=None, eval_every=0, warmup_epochs=1, workers=0, input_size=8, data_kwargs={"img_size": 8},
-              checkpoint_every=1000, batch_size=32, epochs=3, lr=0.05)
+              checkpoint_every=1000, batch_size=32, epochs=3, lr=0.05, data_pipeline="pil")
 
 
 def overrides(name: str, out: Path) -> tuple[str, dict]:
