@@ -14,6 +14,8 @@ from typing import Any
 
 import timm
 import torch
+from accelerate.data_loader import DataLoaderStateMixin
+from accelerate.state import GradientState
 from torch.utils.data import DataLoader
 
 from kcl_models.data import (
@@ -201,10 +203,33 @@ def begin_epoch(loader: Any, epoch: int) -> None:
         loader.batch_sampler.sampler.set_epoch(epoch)
 
 
+class _TensorEpoch(DataLoaderStateMixin):
+    """A :class:`TensorLoader` epoch that tells Accelerate's gradient accumulation where it ends, as
+    Accelerate's own loaders do: the epoch's last, partial accumulation is applied at its last batch
+    instead of being carried into the next epoch."""
+
+    def __init__(self, loader: TensorLoader, skip: int) -> None:
+        self.loader, self.skip, self._drop_last = loader, skip, True
+        self.gradient_state = GradientState()
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.skip
+
+    def __iter__(self):
+        self.begin()
+        try:
+            last = len(self) - 1
+            for i, batch in enumerate(self.loader.skip_first_batches(self.skip)):
+                self.end_of_dataloader = i == last
+                yield batch
+        finally:
+            self.end()
+
+
 def epoch_batches(loader: Any, skip: int, accelerator: Any):
     """The epoch's batches from batch ``skip`` on (a mid-epoch resume), exactly as uninterrupted."""
     if isinstance(loader, TensorLoader):
-        return loader.skip_first_batches(skip) if skip else loader
+        return _TensorEpoch(loader, skip)
     if not skip:
         return loader
     # the DataLoader iterator draws its base seed from the global RNG, which the uninterrupted run

@@ -71,8 +71,10 @@ def test_exported_folder_loads_with_timm_and_matches(tmp_path):
     assert torch.equal(model(x), ref(x))
 
 
-def test_accumulation_clipping_and_no_best_without_validation_split(tmp_path):
-    cfg = _cfg("ce", tmp_path, epochs=2, batch_size=16, grad_accum_steps=2, clip_grad=0.5, eval_every=1)
+@pytest.mark.parametrize("pipeline", ["pil", "tensor"])
+def test_accumulation_clipping_and_no_best_without_validation_split(pipeline, tmp_path):
+    cfg = _cfg("ce", tmp_path, epochs=2, batch_size=16, grad_accum_steps=2, clip_grad=0.5, eval_every=1,
+               data_pipeline=pipeline)
     metrics = train(cfg)
     out = Path(cfg.output_dir)
     history = json.loads((out / "train_metrics.json").read_text())["loss_history"]
