@@ -21,7 +21,7 @@ from kcl_models.models.heads import PlainProjectionMLP
 from .base import LossOutput, Method, check_range, option
 from .modules import ProjectedClassifier
 from .momentum import MomentumQueue
-from .paco import without_rank
+from .paco import PaCoOptions, without_rank
 from .registry import register_method
 
 
@@ -34,25 +34,12 @@ class GPaCo(MomentumQueue, Method):
     equal_batches = True
 
     @dataclass
-    class Options:
-        alpha: float = option(0.05, "weight of the sample positives (0.045 ImageNet-LT R-50, 0.05 X-50/iNat)")
-        beta: float = option(1.0, "weight of the class-centre target")
-        gamma: float = option(1.0, "weight of the samples in the softmax denominator")
-        temperature: float = option(0.2, "temperature of the sample logits")
+    class Options(PaCoOptions):
         smoothing: float = option(0.0, "label smoothing of the centre targets (0 in the long-tailed scripts)")
-        queue_size: int = option(8192, "features (and labels) in the queue; a multiple of the global batch")
-        feat_dim: int = option(128, "projection output size")
-        proj_hidden: int | None = option(None, "projection hidden size (null: backbone width)")
 
         def __post_init__(self) -> None:
-            check_range("alpha", self.alpha, 0.0)
-            check_range("beta", self.beta, 0.0, low_open=True)
-            check_range("gamma", self.gamma, 0.0)
-            check_range("temperature", self.temperature, 0.0, low_open=True)
+            super().__post_init__()
             check_range("smoothing", self.smoothing, 0.0, 1.0)
-            check_range("queue_size", self.queue_size, 1)
-            check_range("feat_dim", self.feat_dim, 1)
-            check_range("proj_hidden", self.proj_hidden, 1)
 
     def check_data(self, global_batch: int) -> None:
         self.check_queue(self.opts.queue_size, global_batch)

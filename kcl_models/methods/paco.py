@@ -32,6 +32,29 @@ def without_rank(gathered: torch.Tensor, rank: int, rows: int) -> torch.Tensor:
     return torch.cat([gathered[:rank * rows], gathered[(rank + 1) * rows:]])
 
 
+@dataclass
+class PaCoOptions:
+    """The options PaCo and GPaCo share (one loss serves both)."""
+
+    alpha: float = option(0.05, "weight of the sample positives (PaCo 0.05 ImageNet-LT/iNat, 0.01 CIFAR; "
+                                "GPaCo 0.045 ImageNet-LT R-50, 0.05 X-50/iNat)")
+    beta: float = option(1.0, "weight of the class-centre target")
+    gamma: float = option(1.0, "weight of the samples in the softmax denominator")
+    temperature: float = option(0.2, "temperature of the sample logits (0.2 R-50, 0.07 PaCo X-50, 0.05 CIFAR)")
+    queue_size: int = option(8192, "keys (and labels) in the queue; a multiple of the global batch")
+    feat_dim: int = option(128, "projection output size")
+    proj_hidden: int | None = option(None, "projection hidden size (null: backbone width)")
+
+    def __post_init__(self) -> None:
+        check_range("alpha", self.alpha, 0.0)
+        check_range("beta", self.beta, 0.0, low_open=True)
+        check_range("gamma", self.gamma, 0.0)
+        check_range("temperature", self.temperature, 0.0, low_open=True)
+        check_range("queue_size", self.queue_size, 1)
+        check_range("feat_dim", self.feat_dim, 1)
+        check_range("proj_hidden", self.proj_hidden, 1)
+
+
 @register_method
 class PaCo(MomentumQueue, Method):
     """Parametric contrastive learning: class centres + momentum keys + labelled queue in one softmax."""
@@ -41,25 +64,12 @@ class PaCo(MomentumQueue, Method):
     equal_batches = True
 
     @dataclass
-    class Options:
-        alpha: float = option(0.05, "weight of the sample positives (0.05 ImageNet-LT/iNat, 0.01 CIFAR)")
-        beta: float = option(1.0, "weight of the class-centre target")
-        gamma: float = option(1.0, "weight of the samples in the softmax denominator")
-        temperature: float = option(0.2, "temperature of the sample logits (0.2 R-50, 0.07 X-50, 0.05 CIFAR)")
-        queue_size: int = option(8192, "keys (and labels) in the queue; a multiple of the global batch")
+    class Options(PaCoOptions):
         key_momentum: float = option(0.999, "momentum of the key encoder (MoCo m)")
-        feat_dim: int = option(128, "projection output size")
-        proj_hidden: int | None = option(None, "projection hidden size (null: backbone width)")
 
         def __post_init__(self) -> None:
-            check_range("alpha", self.alpha, 0.0)
-            check_range("beta", self.beta, 0.0, low_open=True)
-            check_range("gamma", self.gamma, 0.0)
-            check_range("temperature", self.temperature, 0.0, low_open=True)
-            check_range("queue_size", self.queue_size, 1)
+            super().__post_init__()
             check_range("key_momentum", self.key_momentum, 0.0, 1.0, high_open=True)
-            check_range("feat_dim", self.feat_dim, 1)
-            check_range("proj_hidden", self.proj_hidden, 1)
 
     def check_data(self, global_batch: int) -> None:
         self.check_queue(self.opts.queue_size, global_batch)

@@ -7,8 +7,6 @@ PaCo layout under data parallelism (as PaCoLoss documents): this process's ancho
 queries and keys of every process (gathered with gradient) and the queue. ProCo gathers its
 statistics itself; each process's loss averages its own rows.
 """
-import os
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_script import run_gloo_script
 
 from kcl_models.losses import PaCoLoss, ProCoLoss
 
@@ -118,13 +117,7 @@ def _worker(rank, init_file):
 
 @pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path):
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    # Run this file as a script so that the spawned workers can import it whatever pytest's import mode.
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path / "pg_init")], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, f"2-process run failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
-    assert proc.stdout.count("rank ok") == WORLD, proc.stdout
+    run_gloo_script(__file__, tmp_path, WORLD)
 
 
 if __name__ == "__main__":

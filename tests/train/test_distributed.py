@@ -6,8 +6,6 @@ so each rank's local features receive ``world_size * dL/dx_local`` (the backward
 sums the ranks' gradients); a DDP-style average of parameter gradients over ranks then equals
 the single-process gradient of L.
 """
-import os
-import subprocess
 import sys
 
 import pytest
@@ -15,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from gloo_script import run_gloo_script
 
 from kcl_models.losses import BCLLoss, KCLLoss, LabelQueue, SupConLoss
 from kcl_models.train.distributed import all_gather_with_grad, concat_all_gather, get_rank, get_world_size
@@ -133,14 +132,7 @@ def _spawn(init_file: str) -> None:
 
 @pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path):
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    # Run this file as a script: the spawned workers then import it as __main__'s path, which works
-    # whatever import mode pytest uses for test modules.
-    proc = subprocess.run([sys.executable, __file__, str(tmp_path / "pg_init")], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, f"2-process run failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
-    assert proc.stdout.count("rank ok") == WORLD, proc.stdout
+    run_gloo_script(__file__, tmp_path, WORLD)
 
 
 if __name__ == "__main__":
