@@ -391,7 +391,7 @@ def test_authors_pickle_is_read_without_their_module(proco_file, authors_loss_mo
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "authors_code" not in p])
     saved = {n: sys.modules.pop(n) for n in ("loss.proco", "loss") if n in sys.modules}
     try:
-        with pytest.raises(ModuleNotFoundError):
+        with pytest.raises(ModuleNotFoundError):  # the test's own file: shows a full unpickle needs their code
             torch.load(proco_file, weights_only=False)
         raw = load_checkpoint_file(proco_file)
         assert copy.copy(raw["criterion_scl"]).estimator_old.Amount.shape == (C,)
